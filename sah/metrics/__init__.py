@@ -1,5 +1,12 @@
 """Evaluation metrics for sah, numpy/scipy only so they can be copied into other projects."""
 
+from sah.metrics.aggregate import (
+    VOLUME_BINS_ML,
+    aggregate,
+    per_patient_table,
+    volume_bin,
+    volume_bin_labels,
+)
 from sah.metrics.segmentation import (
     physical_diagonal_mm,
     segmentation_metrics,
@@ -8,8 +15,13 @@ from sah.metrics.segmentation import (
 )
 
 __all__ = [
+    "VOLUME_BINS_ML",
+    "aggregate",
+    "per_patient_table",
     "physical_diagonal_mm",
     "segmentation_metrics",
     "surface",
     "surface_distances",
+    "volume_bin",
+    "volume_bin_labels",
 ]
