@@ -1,0 +1,212 @@
+"""Turn a composed config into objects and run the chosen task (segmentation for now)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sah.errors import ConfigError
+from sah.tracking import flatten, get_client, log_artifact, log_params, resolve_experiment
+
+log = logging.getLogger("sah.train")
+
+
+def run_task(cfg: DictConfig, choices: dict[str, str]) -> float | None:
+    task = cfg.task.name
+    if task == "segmentation":
+        return run_segmentation(cfg, choices)
+    raise ConfigError("task", f"unknown task {task!r}")
+
+
+def run_name(cfg: DictConfig, choices: dict[str, str]) -> str:
+    """Names a run by what differs between runs of a study: model, method, rank, target, fold."""
+    parts = [choices.get("model", "model")]
+    method = choices.get("adapter", "none")
+    if method not in ("none", "null"):
+        parts.append(method)
+        if cfg.get("adapter") and cfg.adapter.get("rank") and method != "full":
+            parts.append(f"r{cfg.adapter.rank}")
+        if cfg.get("adapter") and cfg.adapter.get("target"):
+            parts.append(str(cfg.adapter.target))
+    parts.append(f"fold{cfg.fold}")
+    return "-".join(parts)
+
+
+def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
+    adapter = cfg.get("adapter") or {}
+    tags = {
+        "model": choices.get("model", ""),
+        "data": choices.get("data", ""),
+        "method": choices.get("adapter", "none"),
+        "rank": str(adapter.get("rank", "")),
+        "target": str(adapter.get("target", "")),
+        "fold": str(cfg.fold),
+    }
+    if cfg.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = str(cfg.tracking.parent_run_id)
+    if cfg.optuna.trial_number is not None:
+        tags["optuna.trial_number"] = str(cfg.optuna.trial_number)
+        tags["optuna.study_name"] = str(cfg.optuna.study_name)
+    return tags
+
+
+def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float:
+    from sah.tasks.evaluate import evaluate_patients, write_rows
+    from sah.tasks.overlay import save_overlays
+    from sah.tasks.transfer import prepare_network
+
+    L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model)
+    adapter = adapter_settings(cfg)
+    adapted = prepare_network(net, init_checkpoint(cfg), adapter)
+    module = instantiate(cfg.task.module)(net=net)
+
+    experiment = cfg.tracking.experiment or cfg.task.experiment_name
+    logger = instantiate(
+        cfg.logger,
+        experiment_name=experiment,
+        run_name=run_name(cfg, choices),
+        tags=run_tags(cfg, choices),
+        run_id=cfg.tracking.run_id,
+    )
+    client = get_client(cfg.tracking.uri)
+    resolve_experiment(client, experiment, cfg.tracking.artifact_location)
+    run_id = logger.run_id
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    log_params(client, run_id, flatten(resolved))  # type: ignore[arg-type]
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    log_params(client, run_id, {"trainable_params": trainable})
+    client.set_tag(run_id, "adapted_modules", str(len(adapted)))
+    client.set_tag(run_id, "sah.output_dir", str(out_dir))
+
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    datamodule.setup("fit")
+    if trainable > 0 and cfg.trainer.max_epochs > 0:
+        trainer.fit(module, datamodule=datamodule)
+        best = best_checkpoint(trainer)
+        if best is not None:
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+    else:
+        log.info(
+            "nothing to train (trainable parameters: %d): evaluating the net as it is", trainable
+        )
+
+    rows, masks = evaluate_patients(
+        module.net, datamodule.val_patients, datamodule.window, datamodule.slice_size
+    )
+    per_patient = write_rows(rows, out_dir / "per_patient_metrics.csv")
+    summary = summarise(rows)
+    client.log_batch(run_id, metrics=metric_entities(summary, step=trainer.global_step))
+    figure = save_overlays(
+        [
+            (pv.patient_id, pv.image_hu, pv.label, masks[pv.patient_id])
+            for pv in datamodule.val_patients[:4]
+        ],
+        out_dir / "validation_overlays.png",
+    )
+    config_file = out_dir / "resolved_config.yaml"
+    config_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for path in (per_patient, figure, config_file):
+        log_artifact(client, run_id, path)
+    best = best_checkpoint(trainer)
+    if best is not None:
+        log_artifact(client, run_id, best, "checkpoints")
+    if datamodule.skipped:
+        skipped = out_dir / "skipped_cases.txt"
+        skipped.write_text("\n".join(datamodule.skipped) + "\n")
+        log_artifact(client, run_id, skipped)
+
+    value = summary.get(cfg.optimized_metric)
+    if value is None:
+        raise ConfigError(
+            "optimized_metric",
+            f"{cfg.optimized_metric!r} was not computed",
+            f"use one of {sorted(summary)}",
+        )
+    print_summary(summary, run_id, experiment, cfg)
+    return float(value)
+
+
+def adapter_settings(cfg: DictConfig):
+    from sah.tasks.transfer import AdapterSettings
+
+    node = cfg.get("adapter")
+    if node is None:
+        return None
+    return AdapterSettings(**OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
+
+
+def init_checkpoint(cfg: DictConfig) -> Path | None:
+    """``init_from`` as a local file: a path, or ``mlflow:<run_id>`` for a run's best checkpoint."""
+    source = cfg.get("init_from")
+    if not source:
+        return None
+    source = str(source)
+    if source.startswith("mlflow:"):
+        from sah.tracking.checkpoints import download_best_checkpoint
+
+        return download_best_checkpoint(cfg.tracking.uri, source.removeprefix("mlflow:"))
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            "init_from", f"no checkpoint file at {path}", "give a path or mlflow:<run_id>"
+        )
+    return path
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    cb = trainer.checkpoint_callback
+    if cb is None:
+        return None
+    path = getattr(cb, "best_model_path", "") or getattr(cb, "last_model_path", "")
+    return path or None
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean and SD over patients of every numeric metric, named ``val/<metric>[_sd]``."""
+    from sah.metrics import aggregate
+
+    agg = aggregate(rows)
+    out: dict[str, float] = {}
+    for name, stats in agg["overall"].items():
+        out[f"val/{name}"] = float(stats["mean"])
+        out[f"val/{name}_sd"] = float(stats["sd"])
+    for bin_name, metrics in agg.get("by_volume_bin", {}).items():
+        if "dice" in metrics:
+            out[f"val/dice_bin_{bin_name}ml"] = float(metrics["dice"]["mean"])
+    return out
+
+
+def metric_entities(values: dict[str, float], step: int):
+    """Final metrics at the last training step, so they are what the run shows as latest."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, step) for k, v in values.items()]
+
+
+def print_summary(summary: dict[str, float], run_id: str, experiment: str, cfg: DictConfig) -> None:
+    from rich.console import Console
+
+    from sah.tracking import ui_command
+
+    console = Console()
+    console.print(
+        f"[bold]val/dice[/bold] (mean over {cfg.data.get('n_folds', '?')}-fold CV fold {cfg.fold} "
+        f"patients): [bold green]{summary['val/dice']:.3f}[/bold green] "
+        f"± {summary.get('val/dice_sd', float('nan')):.3f}"
+    )
+    console.print(f"MLflow run id: [bold]{run_id}[/bold]  (experiment '{experiment}')")
+    console.print(f"Open the UI:   {ui_command(cfg.tracking.uri)}")

@@ -1,0 +1,50 @@
+"""Typed schema of the root config, so a wrong type fails at composition naming its key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class TrackingSchema:
+    uri: str = "sqlite:///mlflow.db"
+    artifact_location: str | None = None
+    experiment: str | None = None
+    run_id: str | None = None
+    parent_run_id: str | None = None
+
+
+@dataclass
+class OptunaTrialSchema:
+    storage: str | None = None
+    study_name: str | None = None
+    trial_number: int | None = None
+
+
+@dataclass
+class TrainSchema:
+    seed: int = 0
+    fold: int = 0
+    init_from: str | None = None
+    resume: bool = False
+    optimized_metric: str = "val/dice"
+    tracking: TrackingSchema = field(default_factory=TrackingSchema)
+    optuna: OptunaTrialSchema = field(default_factory=OptunaTrialSchema)
+    task: Any = None
+    data: Any = None
+    model: Any = None
+    adapter: Any = None
+    trainer: Any = None
+    logger: Any = None
+    callbacks: Any = None
+    paths: Any = None
+    experiment: Any = None
+    hparams_search: Any = None
+
+
+def register_schema() -> None:
+    """Store the schema as `schema`, the first entry of conf/train.yaml's defaults."""
+    ConfigStore.instance().store(name="schema", node=TrainSchema)

@@ -1,0 +1,97 @@
+"""`sah-train`: the Hydra app. Config objects stop here; below, everything takes plain values."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from sah.cli.schema import register_schema
+from sah.errors import SahError
+
+log = logging.getLogger("sah.train")
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'fix your data or config', printed as one line, not a traceback."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    types: list[type[BaseException]] = [SahError, HydraException, OmegaConfBaseException]
+    try:
+        from sah.adapters import AdapterError
+
+        types.append(AdapterError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def one_line(err: BaseException) -> str:
+    """One line naming the config key (or file) and the problem, whatever layer raised it."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    while err.__cause__ is not None and isinstance(err.__cause__, user_error_types()):
+        err = err.__cause__
+    text = str(err)
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        listed = re.search(r"Available options in '[^']+':\s*(.*?)(?:\n\S|\Z)", text, re.S)
+        available = ", ".join(listed.group(1).split()) if listed else "see conf/" + group
+        return f"config group '{group}' has no option '{option}'; available: {available}"
+    if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
+        message = str(getattr(err, "msg", "") or text).splitlines()[0]
+        return f"config key '{err.full_key}': {message}"
+    text = re.sub(r",? ?set env var HYDRA_FULL_ERROR=1 to see chained exception\.?", "", text)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def choices() -> dict[str, str]:
+    """Which option of each config group this run uses (model, adapter, data, ...)."""
+    try:
+        return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items()}
+    except ValueError:
+        return {}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def train(cfg: DictConfig) -> float | None:
+    """Compose, run the task, return ``optimized_metric`` for a sweeper."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        from sah.cli.run_task import run_task
+
+        return run_task(cfg, choices())
+    except user_error_types() as err:
+        message = f"sah-train: {one_line(err)}"
+        if multirun:
+            # In a sweep the sweeper records this trial as failed and goes on with the others.
+            log.error(message)
+            raise
+        print(message, file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    # Let Hydra raise instead of printing its multi-line report, so user errors become one line.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    register_schema()
+    try:
+        train()
+    except user_error_types() as err:
+        print(f"sah-train: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""LightningDataModule for 2D slice training on a manifest cohort with patient-level folds."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from sah.data.folds import split_fold
+from sah.data.slices import (
+    PatientSlices,
+    PatientVolume,
+    TrainingSlices,
+    collate_patient,
+)
+from sah.errors import ConfigError, SahError
+
+log = logging.getLogger(__name__)
+
+VOLUME_BIN_EDGES_ML = (25.0, 50.0, 100.0)
+
+
+def volume_bin(volume_ml: float) -> str:
+    """The LoRA study's hemorrhage-volume bins (0-25-50-100-225 mL) as stratification labels."""
+    labels = ("0-25", "25-50", "50-100", "100-225")
+    return labels[int(np.searchsorted(VOLUME_BIN_EDGES_ML, volume_ml, side="right"))]
+
+
+def load_patients(
+    manifest: str | Path, on_error: str = "raise"
+) -> tuple[list[PatientVolume], list[str]]:
+    """Read every labelled case of a manifest; with ``on_error='skip'`` list bad cases instead."""
+    from sah.data.ct import load_ct, load_label
+    from sah.data.manifest import read_manifest
+
+    if on_error not in ("raise", "skip"):
+        raise ConfigError("data.on_error", f"must be 'raise' or 'skip', got {on_error!r}")
+    table = read_manifest(manifest)
+    if "label" not in table.columns:
+        raise ConfigError(
+            "data.manifest",
+            f"{manifest} has no 'label' column; segmentation training needs a label per patient",
+        )
+    patients: list[PatientVolume] = []
+    skipped: list[str] = []
+    for row in table.itertuples(index=False):
+        try:
+            ct = load_ct(row.image)
+            label = load_label(row.label, like=ct)
+        except SahError as err:
+            if on_error == "raise":
+                raise
+            log.warning("skipping patient %s: %s", row.patient_id, err)
+            skipped.append(f"{row.patient_id}: {err}")
+            continue
+        patients.append(
+            PatientVolume(
+                str(row.patient_id),
+                ct.array,
+                (label > 0).astype(np.uint8),
+                tuple(float(s) for s in ct.spacing),
+            )
+        )
+    if not patients:
+        raise ConfigError("data.manifest", f"no usable patient in {manifest}")
+    return patients, skipped
+
+
+class SliceDataModule(L.LightningDataModule):
+    """Patients of one fold: training slices drawn balanced, validation patients whole."""
+
+    def __init__(
+        self,
+        manifest: str | Path,
+        fold: int = 0,
+        n_folds: int = 3,
+        split_seed: int = 0,
+        window: tuple[float, float] = (0.0, 140.0),
+        slice_size: int = 128,
+        batch_size: int = 16,
+        slices_per_epoch: int = 640,
+        positive_fraction: float = 0.5,
+        window_jitter_hu: float = 0.0,
+        flip_prob: float = 0.5,
+        num_workers: int = 0,
+        on_error: str = "raise",
+    ) -> None:
+        super().__init__()
+        self.manifest = Path(manifest)
+        self.fold, self.n_folds, self.split_seed = fold, n_folds, split_seed
+        self.window = (float(window[0]), float(window[1]))
+        self.slice_size = slice_size
+        self.batch_size = batch_size
+        self.slices_per_epoch = slices_per_epoch
+        self.positive_fraction = positive_fraction
+        self.window_jitter_hu = window_jitter_hu
+        self.flip_prob = flip_prob
+        self.num_workers = num_workers
+        self.on_error = on_error
+        self.skipped: list[str] = []
+        self.train_patients: list[PatientVolume] = []
+        self.val_patients: list[PatientVolume] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_patients:
+            return
+        patients, self.skipped = load_patients(self.manifest, self.on_error)
+        by_id = {p.patient_id: p for p in patients}
+        volumes = [
+            float(p.label.sum()) * float(np.prod(p.spacing)) / 1000.0 for p in by_id.values()
+        ]
+        train_ids, val_ids = split_fold(
+            list(by_id),
+            self.fold,
+            self.n_folds,
+            self.split_seed,
+            strata=[volume_bin(v) for v in volumes],
+        )
+        self.train_patients = [by_id[i] for i in train_ids]
+        self.val_patients = [by_id[i] for i in val_ids]
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = TrainingSlices(
+            self.train_patients,
+            self.window,
+            self.slice_size,
+            flip_prob=self.flip_prob,
+            window_jitter_hu=self.window_jitter_hu,
+            seed=self.split_seed,
+        )
+        sampler = WeightedRandomSampler(
+            dataset.sampling_weights(self.positive_fraction),
+            num_samples=self.slices_per_epoch,
+            replacement=True,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            drop_last=True,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            PatientSlices(self.val_patients, self.window, self.slice_size),
+            batch_size=1,
+            collate_fn=collate_patient,
+            num_workers=self.num_workers,
+        )

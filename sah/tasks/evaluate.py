@@ -1,0 +1,75 @@
+"""Per-patient evaluation of a trained segmentation net on whole validation volumes."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sah.data.slices import PatientVolume, apply_window, center_crop_or_pad
+from sah.metrics import segmentation_metrics
+from sah.tasks.segmentation import predict_slices
+
+
+def predict_volume(
+    net: nn.Module,
+    image_hu: np.ndarray,
+    window: tuple[float, float],
+    size: int,
+    threshold: float = 0.5,
+) -> np.ndarray:
+    """Binary mask (x, y, z) for a whole volume, slice by slice, in the input's own grid."""
+    nx, ny, _ = image_hu.shape
+    windowed = center_crop_or_pad(apply_window(image_hu, *window), size, 0.0)
+    stack = torch.from_numpy(np.ascontiguousarray(windowed.transpose(2, 0, 1)))[:, None]
+    net.eval()
+    prob = predict_slices(net, stack).numpy().transpose(1, 2, 0)
+    # Undo the centre crop/pad: pad/crop back to the original in-plane size.
+    mask = np.zeros((nx, ny, image_hu.shape[2]), dtype=bool)
+    pred = prob >= threshold
+    sx, sy = _offsets(nx, size), _offsets(ny, size)
+    mask[sx[0] : sx[1], sy[0] : sy[1]] = pred[sx[2] : sx[3], sy[2] : sy[3]]
+    return mask
+
+
+def _offsets(n: int, size: int) -> tuple[int, int, int, int]:
+    """(dst_start, dst_stop, src_start, src_stop) mapping the centred size-grid back to n."""
+    if n >= size:
+        start = (n - size) // 2
+        return start, start + size, 0, size
+    before = (size - n) // 2
+    return 0, n, before, before + n
+
+
+def evaluate_patients(
+    net: nn.Module,
+    patients: Sequence[PatientVolume],
+    window: tuple[float, float],
+    size: int,
+    threshold: float = 0.5,
+) -> tuple[list[dict[str, object]], dict[str, np.ndarray]]:
+    """Metrics per patient (the full clinical suite) and the predicted masks by patient id."""
+    rows: list[dict[str, object]] = []
+    masks: dict[str, np.ndarray] = {}
+    for pv in patients:
+        pred = predict_volume(net, pv.image_hu, window, size, threshold)
+        masks[pv.patient_id] = pred
+        metrics = segmentation_metrics(pred, pv.label.astype(bool), pv.spacing)
+        rows.append({"patient_id": pv.patient_id, **metrics})
+    return rows, masks
+
+
+def write_rows(rows: Sequence[dict[str, object]], path: str | Path) -> Path:
+    """Write per-patient rows as CSV (one column per metric)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0]) if rows else ["patient_id"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

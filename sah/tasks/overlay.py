@@ -1,0 +1,48 @@
+"""PNG figures of axial slices with the predicted and true blood outlined."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def save_overlays(
+    cases: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]],
+    path: str | Path,
+    window: tuple[float, float] = (0.0, 80.0),
+) -> Path:
+    """One panel per case ``(name, image_hu, truth or None, pred)``, on its largest-bleed slice.
+
+    Truth is outlined in green and the prediction in red, over a 0-80 HU brain window.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(cases), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    for ax, (name, image, truth, pred) in zip(axes[0], cases, strict=False):
+        ref = truth if truth is not None and truth.any() else pred
+        z = (
+            int(np.argmax(ref.reshape(-1, ref.shape[2]).sum(0)))
+            if ref.any()
+            else image.shape[2] // 2
+        )
+        # Transpose so that x runs left-right and y up-down on screen (radiological view flips x).
+        ax.imshow(image[:, :, z].T, cmap="gray", vmin=window[0], vmax=window[1], origin="lower")
+        if truth is not None and truth[:, :, z].any():
+            ax.contour(truth[:, :, z].T, levels=[0.5], colors="lime", linewidths=0.8)
+        if pred[:, :, z].any():
+            ax.contour(pred[:, :, z].T, levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_title(f"{name} z={z}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("green: reference   red: prediction", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,65 @@
+"""Thin helpers over the MLflow client; what gets logged where is decided here, once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+# MLflow caps a param value at 6000 characters; longer values (lists of paths) are cut.
+_MAX_PARAM_CHARS = 6000
+_BATCH = 100
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings to dotted keys: {'model': {'rank': 4}} -> {'model.rank': 4}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def get_client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def resolve_experiment(
+    client: MlflowClient, name: str, artifact_location: str | None = None
+) -> str:
+    """Id of experiment ``name``, created with an explicit artifact location when new."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = Path(artifact_location).resolve().as_uri() if artifact_location else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log a flat dict of params in batches, skipping those the run already has (resume)."""
+    from mlflow.entities import Param
+
+    existing = client.get_run(run_id).data.params
+    items = [
+        Param(k, str(v)[:_MAX_PARAM_CHARS])
+        for k, v in params.items()
+        if k not in existing and not str(k).startswith("hydra")
+    ]
+    for start in range(0, len(items), _BATCH):
+        client.log_batch(run_id, params=items[start : start + _BATCH])
+
+
+def log_artifact(
+    client: MlflowClient, run_id: str, path: str | Path, artifact_path: str | None = None
+) -> None:
+    client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The one command that opens the MLflow UI on this tracking store."""
+    return f"mlflow ui --backend-store-uri {tracking_uri}"

@@ -1,0 +1,53 @@
+"""Every config option composes, and bad values fail naming their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from sah.cli.schema import register_schema
+from sah.cli.train import CONFIG_DIR
+
+GROUPS = ["task", "data", "model", "adapter", "trainer", "logger", "callbacks", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def compose_train(overrides: list[str]):
+    register_schema()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    "override", [f"{g}={o}" for g in GROUPS for o in options(g)], ids=lambda s: s
+)
+def test_every_option_composes(override: str) -> None:
+    extra = ["data.manifest=/tmp/m.csv"] if override == "data=manifest" else []
+    cfg = compose_train([override, *extra])
+    group, option = override.split("=")
+    assert cfg.get(group) is not None or group == "experiment"
+    # Everything but Hydra's runtime interpolations resolves.
+    OmegaConf.to_container(cfg.get(group) or {}, resolve=False)
+
+
+def test_adapter_keys_are_the_user_facing_names() -> None:
+    cfg = compose_train(["adapter=cp_dora", "adapter.rank=16", "adapter.target=decoder"])
+    assert (cfg.adapter.method, cfg.adapter.rank, cfg.adapter.target) == ("cp_dora", 16, "decoder")
+
+
+def test_wrong_type_names_the_key() -> None:
+    with pytest.raises(Exception, match="seed"):
+        compose_train(["seed=abc"])
+
+
+def test_unknown_option_names_the_group() -> None:
+    with pytest.raises(Exception, match="model"):
+        compose_train(["model=no_such_net"])
