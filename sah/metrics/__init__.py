@@ -7,6 +7,14 @@ from sah.metrics.aggregate import (
     volume_bin,
     volume_bin_labels,
 )
+from sah.metrics.classification import (
+    binary_classification_metrics,
+    bootstrap_auc_difference,
+    calibration_bins,
+    delong_auc_test,
+    roc_auc,
+    roc_curve_points,
+)
 from sah.metrics.segmentation import (
     physical_diagonal_mm,
     segmentation_metrics,
@@ -17,8 +25,14 @@ from sah.metrics.segmentation import (
 __all__ = [
     "VOLUME_BINS_ML",
     "aggregate",
+    "binary_classification_metrics",
+    "bootstrap_auc_difference",
+    "calibration_bins",
+    "delong_auc_test",
     "per_patient_table",
     "physical_diagonal_mm",
+    "roc_auc",
+    "roc_curve_points",
     "segmentation_metrics",
     "surface",
     "surface_distances",
