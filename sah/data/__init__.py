@@ -1,1 +1,43 @@
-"""sah.data"""
+"""sah.data: CT volumes, labels and manifests from real-world files.
+
+Names are imported on first use so that ``import sah.data`` stays cheap (no pandas or pydicom
+until a manifest or a DICOM series is actually read).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "CTVolume": "sah.data.ct",
+    "load_ct": "sah.data.ct",
+    "load_label": "sah.data.ct",
+    "read_manifest": "sah.data.manifest",
+    "write_manifest": "sah.data.manifest",
+    "build_manifest": "sah.data.layouts",
+    "anonymous_id": "sah.data.privacy",
+}
+
+__all__ = [
+    "CTVolume",
+    "anonymous_id",
+    "build_manifest",
+    "load_ct",
+    "load_label",
+    "read_manifest",
+    "write_manifest",
+]
+
+if TYPE_CHECKING:
+    from sah.data.ct import CTVolume, load_ct, load_label
+    from sah.data.layouts import build_manifest
+    from sah.data.manifest import read_manifest, write_manifest
+    from sah.data.privacy import anonymous_id
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sah.data' has no attribute {name!r}")
+    return getattr(import_module(module), name)
