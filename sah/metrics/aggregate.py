@@ -98,8 +98,9 @@ def aggregate(
     """Mean ± SD of every numeric metric over patients, overall and per true-volume bin.
 
     Returns ``{"n", "n_empty_pred", "n_empty_truth", "overall": {metric: {mean, sd, n}},
-    "by_volume_bin": {label: {"n": int, "metrics": {metric: {mean, sd, n}}}}}``. The empty-mask
-    counts are 0 when the rows carry no ``empty_pred`` / ``empty_truth`` flags.
+    "by_volume_bin": {label: {metric: {mean, sd, n}}}, "n_by_volume_bin": {label: n}}``, every
+    bin listed in order. The empty-mask counts are 0 when rows carry no ``empty_pred`` /
+    ``empty_truth`` flags.
     """
     rows = _rows(per_patient)
     if not rows:
@@ -110,13 +111,11 @@ def aggregate(
     table = {metric: _values(rows, metric) for metric in metrics}
     labels = np.asarray([volume_bin(volume, bins) for volume in table[volume_key]])
 
-    by_bin = {}
-    for label in volume_bin_labels(bins):
-        members = labels == label
-        by_bin[label] = {
-            "n": int(members.sum()),
-            "metrics": {metric: _summary(values[members]) for metric, values in table.items()},
-        }
+    bin_labels = volume_bin_labels(bins)
+    by_bin = {
+        label: {metric: _summary(values[labels == label]) for metric, values in table.items()}
+        for label in bin_labels
+    }
     flag_count = {
         key: int(table[key].sum()) if key in table else 0 for key in ("empty_pred", "empty_truth")
     }
@@ -126,6 +125,7 @@ def aggregate(
         "n_empty_truth": flag_count["empty_truth"],
         "overall": {metric: _summary(values) for metric, values in table.items()},
         "by_volume_bin": by_bin,
+        "n_by_volume_bin": {label: int(np.sum(labels == label)) for label in bin_labels},
     }
 
 

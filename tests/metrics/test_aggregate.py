@@ -60,14 +60,15 @@ def test_counts_and_means_per_bin_on_a_hand_made_cohort() -> None:
     assert "patient_id" not in summary["overall"]
     bins = summary["by_volume_bin"]
     assert list(bins) == ["0-25", "25-50", "50-100", "100-225", "225+"]
-    assert [bins[label]["n"] for label in bins] == [2, 2, 1, 0, 1]
-    assert bins["0-25"]["metrics"]["dice"]["mean"] == pytest.approx(0.8)
-    assert bins["25-50"]["metrics"]["dice"]["mean"] == pytest.approx(0.65)
-    assert bins["25-50"]["metrics"]["dice"]["sd"] == pytest.approx(np.std([0.5, 0.8], ddof=1))
-    assert bins["50-100"]["metrics"]["dice"]["mean"] == 0.0
-    assert math.isnan(bins["50-100"]["metrics"]["dice"]["sd"])  # one patient: SD undefined
-    assert bins["100-225"]["metrics"]["dice"]["n"] == 0
-    assert bins["225+"]["metrics"]["dice"]["mean"] == pytest.approx(0.6)
+    assert list(summary["n_by_volume_bin"].values()) == [2, 2, 1, 0, 1]
+    assert [bins[label]["dice"]["n"] for label in bins] == [2, 2, 1, 0, 1]
+    assert bins["0-25"]["dice"]["mean"] == pytest.approx(0.8)
+    assert bins["25-50"]["dice"]["mean"] == pytest.approx(0.65)
+    assert bins["25-50"]["dice"]["sd"] == pytest.approx(np.std([0.5, 0.8], ddof=1))
+    assert bins["50-100"]["dice"]["mean"] == 0.0
+    assert math.isnan(bins["50-100"]["dice"]["sd"])  # one patient: SD undefined
+    assert bins["100-225"]["dice"]["n"] == 0
+    assert bins["225+"]["dice"]["mean"] == pytest.approx(0.6)
 
 
 def test_a_missed_bleed_stays_in_the_mean_with_its_finite_penalty() -> None:
@@ -102,7 +103,7 @@ def test_accepts_dataframe_like_input() -> None:
             assert orient == "records"
             return [{"patient_id": "x", "dice": 0.4, "volume_true_ml": 30.0}]
 
-    assert aggregate(Frame())["by_volume_bin"]["25-50"]["n"] == 1
+    assert aggregate(Frame())["n_by_volume_bin"]["25-50"] == 1
 
 
 def test_per_patient_table_writes_a_csv(tmp_path) -> None:
