@@ -173,7 +173,11 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean and SD over patients of every numeric metric, named ``val/<metric>[_sd]``."""
+    """Mean and SD over patients of every metric, named ``val/<metric>[_sd]``, and the Dice per
+    volume bin; statistics that do not exist (an empty bin, the SD of one patient) are left out
+    rather than logged as NaN."""
+    import math
+
     from sah.metrics import aggregate
 
     agg = aggregate(rows)
@@ -181,10 +185,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
     for name, stats in agg["overall"].items():
         out[f"val/{name}"] = float(stats["mean"])
         out[f"val/{name}_sd"] = float(stats["sd"])
-    for bin_name, metrics in agg.get("by_volume_bin", {}).items():
+    for bin_name, metrics in agg["by_volume_bin"].items():
         if "dice" in metrics:
             out[f"val/dice_bin_{bin_name}ml"] = float(metrics["dice"]["mean"])
-    return out
+        out[f"val/n_bin_{bin_name}ml"] = float(agg["n_by_volume_bin"][bin_name])
+    return {k: v for k, v in out.items() if not math.isnan(v)}
 
 
 def metric_entities(values: dict[str, float], step: int):
