@@ -21,8 +21,10 @@ from pydicom.multival import MultiValue
 from sah.data.privacy import SAFE_DICOM_ATTRIBUTES
 from sah.errors import DataError
 
-# Slices drifting sideways by more than this fraction of a pixel are not one orthogonal stack.
-MAX_SIDEWAYS_DRIFT_PIXELS = 0.1
+# Slices drifting sideways by more than half a pixel over the whole stack are not one orthogonal
+# grid; a real gantry tilt (typically 5-30 degrees) drifts by many millimetres, rounding of
+# positions in exports by far less.
+MAX_SIDEWAYS_DRIFT_PIXELS = 0.5
 # Slice gaps may differ from the median gap by this much (rounding of positions in exports).
 GAP_TOLERANCE_MM = 0.01
 GAP_TOLERANCE_RELATIVE = 0.02
@@ -95,11 +97,13 @@ def _read_image_headers(folder: Path) -> list[Dataset]:
             images.append(ds)
     if not images:
         niftis = [p.name for p in candidates if p.name.lower().endswith((".nii", ".nii.gz"))]
-        fix = (
-            f"it holds NIfTI files; pass one of them, e.g. {folder / niftis[0]}"
-            if niftis
-            else "pass a folder holding the .dcm files of one series, or a NIfTI file"
-        )
+        subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if niftis:
+            fix = f"it holds NIfTI files; pass one of them, e.g. {folder / niftis[0]}"
+        elif subfolders:
+            fix = f"pass the subfolder of one series (found: {', '.join(subfolders[:5])})"
+        else:
+            fix = "pass a folder holding the .dcm files of one series, or a NIfTI file"
         raise DataError(folder, "holds no DICOM images", fix)
     return images
 

@@ -239,6 +239,19 @@ def test_folder_without_dicom_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("not a dicom file")
     with pytest.raises(DataError, match="holds no DICOM images"):
         load_ct(tmp_path)
+    (tmp_path / "SE0001").mkdir()
+    with pytest.raises(DataError, match=r"pass the subfolder of one series \(found: SE0001\)"):
+        load_ct(tmp_path)
+
+
+def test_rounded_positions_of_an_oblique_series_are_not_mistaken_for_tilt(tmp_path, written_volume):
+    lps = geometry(ROTATED, (0.7, 0.5), 2.5, (-90.0, -100.0, -40.0))
+    jitter = np.random.default_rng(3).uniform(-0.05, 0.05, size=(6, 3))  # export rounding
+    normal = lps[:3, 2] / np.linalg.norm(lps[:3, 2])
+    jitter -= np.outer(jitter @ normal, normal)  # sideways only: gaps stay regular
+    positions = [lps[:3, 3] + k * lps[:3, 2] + jitter[k] for k in range(6)]
+    write_series(tmp_path, written_volume, orientation=ROTATED, positions=positions)
+    assert load_ct(tmp_path).shape == written_volume.shape
 
 
 # --- pydicom's real CT_small.dcm --------------------------------------------------------------
