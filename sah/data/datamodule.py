@@ -16,7 +16,7 @@ from sah.data.slices import (
     TrainingSlices,
     collate_patient,
 )
-from sah.errors import ConfigError, SahError
+from sah.errors import ConfigError, DataError, SahError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ def load_patients(
 
     if on_error not in ("raise", "skip"):
         raise ConfigError("data.on_error", f"must be 'raise' or 'skip', got {on_error!r}")
-    table = read_manifest(manifest)
+    # With skip, missing files are found per case below instead of failing the whole manifest.
+    table = read_manifest(manifest, check_files=on_error == "raise")
     if "label" not in table.columns:
         raise ConfigError(
             "data.manifest",
@@ -48,6 +49,8 @@ def load_patients(
     skipped: list[str] = []
     for row in table.itertuples(index=False):
         try:
+            if row.label is None:
+                raise DataError(manifest, f"patient {row.patient_id} has no label", "add one")
             ct = load_ct(row.image)
             label = load_label(row.label, like=ct)
         except SahError as err:
