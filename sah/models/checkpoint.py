@@ -122,10 +122,11 @@ def load_weights(
 ) -> None:
     """Load a weights file into ``model`` in place.
 
-    ``prefix_map`` renames key prefixes first (e.g. ``{"module.": ""}``); for a Lightning
-    checkpoint it defaults to ``{"net.": ""}`` with all other keys dropped. ``strict=False``
-    tolerates missing and unexpected layers (partial transfer); a layer whose shape differs is
-    always an error, since loading around it silently would train a different model.
+    ``prefix_map`` renames key prefixes first (e.g. ``{"module.": ""}``). For a Lightning
+    checkpoint it defaults to ``{"net.": ""}``, and keys outside the mapped prefixes (losses,
+    metrics) are dropped. ``strict=False`` tolerates missing and unexpected layers (partial
+    transfer); a layer whose shape differs is always an error, since loading around it
+    silently would train a different model.
     """
     path = Path(path)
     state, is_lightning = read_state_dict(path)
@@ -139,7 +140,9 @@ def load_weights(
                 "pass prefix_map={'<attribute>.': ''} naming the attribute that holds the network",
             )
     elif prefix_map:
-        state = remap_keys(state, prefix_map)
+        # In a Lightning checkpoint, keys outside the mapped prefixes belong to the rest of the
+        # LightningModule (losses, metrics), not to the network.
+        state = remap_keys(state, prefix_map, drop_unmapped=is_lightning)
 
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
