@@ -1,0 +1,139 @@
+"""What a finished sweep leaves behind: best trial or Pareto front, all trials, in files and on
+the MLflow parent run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger("sah.sweep")
+
+
+def _trial_record(trial: FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": trial.number,
+        "values": list(trial.values or []),
+        "params": dict(trial.params),
+        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+    }
+
+
+def summary(study: optuna.Study, storage_url: str) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): 0 for state in TrialState}
+    for trial in trials:
+        counts[trial.state.name.lower()] += 1
+    out: dict[str, Any] = {
+        "name": study.study_name,
+        "storage": storage_url,
+        "directions": [d.name.lower() for d in study.directions],
+        "n_trials": len(trials),
+        "trials_by_state": {k: v for k, v in counts.items() if v},
+    }
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        return out
+    if len(study.directions) == 1:
+        best = study.best_trial
+        out.update(
+            best_trial=best.number,
+            best_value=best.value,
+            best_params=dict(best.params),
+            best_mlflow_run_id=best.user_attrs.get("mlflow_run_id"),
+        )
+    else:
+        out["pareto_front"] = [_trial_record(t) for t in study.best_trials]
+    return out
+
+
+def pareto_table(study: optuna.Study, path: Path) -> Path:
+    import pandas as pd
+
+    rows = []
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        row: dict[str, Any] = {"number": trial.number}
+        row.update({f"value_{i}": v for i, v in enumerate(trial.values)})
+        row.update({f"params_{k}": v for k, v in trial.params.items()})
+        row["mlflow_run_id"] = trial.user_attrs.get("mlflow_run_id")
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def pareto_plot(study: optuna.Study, path: Path, names: list[str] | None = None) -> Path | None:
+    """Objective 0 against objective 1 of every complete trial, the front highlighted."""
+    if len(study.directions) != 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    front = sorted(study.best_trials, key=lambda t: t.values[1])
+    names = names or ["objective 0", "objective 1"]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter([t.values[1] for t in done], [t.values[0] for t in done], c="0.6", label="trials")
+    ax.plot(
+        [t.values[1] for t in front],
+        [t.values[0] for t in front],
+        "o-",
+        c="C3",
+        label="Pareto front",
+    )
+    ax.set_xlabel(names[1])
+    ax.set_ylabel(names[0])
+    if all(t.values[1] > 0 for t in done):
+        ax.set_xscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_results(study: optuna.Study, sweep_dir: Path, storage_url: str, parent: Any) -> None:
+    """optimization_results.yaml, trials.csv and (multi-objective) pareto_front.csv/.png in the
+    sweep folder, all logged to the parent run with the best trial as tags."""
+    info = summary(study, storage_url)
+    files = [sweep_dir / "optimization_results.yaml"]
+    files[0].write_text(yaml.safe_dump(info, sort_keys=False))
+    trials_csv = sweep_dir / "trials.csv"
+    study.trials_dataframe().to_csv(trials_csv, index=False)
+    files.append(trials_csv)
+    if len(study.directions) > 1 and "pareto_front" in info:
+        files.append(pareto_table(study, sweep_dir / "pareto_front.csv"))
+        metrics = study.user_attrs.get("sah.objective_names")
+        plot = pareto_plot(study, sweep_dir / "pareto_front.png", metrics)
+        if plot is not None:
+            files.append(plot)
+    if "best_trial" in info:
+        log.info(
+            "best trial %d: %s = %s", info["best_trial"], info["best_params"], info["best_value"]
+        )
+    elif "pareto_front" in info:
+        log.info("Pareto front: trials %s", [t["number"] for t in info["pareto_front"]])
+    if parent is None:
+        return
+    from sah.tracking import get_client
+    from sah.tracking.sweep_runs import log_files
+
+    try:
+        log_files(parent.uri, parent.run_id, files)
+        client = get_client(parent.uri)
+        client.set_tag(parent.run_id, "optuna.n_trials", str(info["n_trials"]))
+        if "best_trial" in info:
+            client.set_tag(parent.run_id, "optuna.best_trial", str(info["best_trial"]))
+            client.set_tag(parent.run_id, "optuna.best_params", str(info["best_params"]))
+            client.log_metric(parent.run_id, "best_value", float(info["best_value"]))
+            if info.get("best_mlflow_run_id"):
+                client.set_tag(parent.run_id, "optuna.best_run_id", info["best_mlflow_run_id"])
+        if "pareto_front" in info:
+            numbers = ",".join(str(t["number"]) for t in info["pareto_front"])
+            client.set_tag(parent.run_id, "optuna.pareto_trials", numbers)
+    except Exception as err:
+        log.warning("could not log the sweep's results to MLflow: %s", err)

@@ -1,0 +1,32 @@
+"""``hydra/sweeper=sah_optuna``: Optuna (>= 4) search over sah-train jobs.
+
+Kept import-light: Hydra imports every plugin module when it starts, the work is in ``_core``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class SahOptunaSweeper(Sweeper):
+    """Asks Optuna for trials, runs each as its own launcher job, tells Optuna the outcome."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self._sweep: Any = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        from hydra_plugins.sah_optuna_sweeper._core import OptunaSweep, SweepSettings
+
+        self._sweep = OptunaSweep(
+            SweepSettings.from_config(self.settings), hydra_context, task_function, config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self._sweep.run(arguments)
