@@ -1,0 +1,1 @@
+"""sah's launcher for one machine with GPUs: ``hydra/launcher=gpus`` (see ``config.py``)."""
