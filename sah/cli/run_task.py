@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +200,12 @@ def metric_entities(values: dict[str, float], step: int):
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(k, v, now, step) for k, v in values.items()]
+    return [Metric(metric_name(k), v, now, step) for k, v in values.items()]
+
+
+def metric_name(name: str) -> str:
+    """MLflow allows only alphanumerics and _-. :/ in metric names ("225+" -> "225plus")."""
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("+", "plus"))
 
 
 def print_summary(summary: dict[str, float], run_id: str, experiment: str, cfg: DictConfig) -> None:

@@ -32,8 +32,6 @@ def prepare_network(
 
     Without an adapter everything trains (training from scratch or plain fine-tuning).
     """
-    from sah.adapters import AdapterConfig, inject
-
     if init_from is not None:
         from sah.models.checkpoint import load_weights
 
@@ -41,6 +39,8 @@ def prepare_network(
         log.info("loaded pre-trained weights from %s", init_from)
     if adapter is None:
         return []
+    from sah.adapters import AdapterConfig, inject
+
     config = AdapterConfig(
         method=adapter.method,
         rank=adapter.rank,
