@@ -12,16 +12,21 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sah.cli.ddp_ranks import ddp_ranks, is_worker_rank
 from sah.errors import ConfigError
 from sah.tracking import flatten, get_client, log_artifact, log_params, resolve_experiment
 
 log = logging.getLogger("sah.train")
 
 
-def run_task(cfg: DictConfig, choices: dict[str, str]) -> float | None:
+def run_task(cfg: DictConfig, choices: dict[str, str]) -> float | list[float] | None:
     task = cfg.task.name
     if task == "segmentation":
         return run_segmentation(cfg, choices)
+    if task == "outcome":
+        from sah.cli.run_outcome import run_outcome
+
+        return run_outcome(cfg, choices)
     raise ConfigError("task", f"unknown task {task!r}")
 
 
@@ -57,9 +62,10 @@ def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float:
+def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[float] | None:
     from sah.tasks.evaluate import evaluate_patients, write_rows
     from sah.tasks.overlay import save_overlays
+    from sah.tasks.pruning import raise_if_pruned, trial_callbacks
     from sah.tasks.transfer import prepare_network
 
     L.seed_everything(cfg.seed, workers=True)
@@ -71,36 +77,51 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float:
     module = instantiate(cfg.task.module)(net=net)
 
     experiment = cfg.tracking.experiment or cfg.task.experiment_name
+    client = get_client(cfg.tracking.uri)
+    # A DDP rank other than 0 only trains: tracking and evaluation are rank 0's.
+    worker = is_worker_rank()
+    resume = None if worker else resume_point(cfg, client, experiment, choices)
     logger = instantiate(
         cfg.logger,
         experiment_name=experiment,
         run_name=run_name(cfg, choices),
         tags=run_tags(cfg, choices),
-        run_id=cfg.tracking.run_id,
+        run_id=resume.run_id if resume else cfg.tracking.run_id,
     )
-    client = get_client(cfg.tracking.uri)
-    resolve_experiment(client, experiment, cfg.tracking.artifact_location)
-    run_id = logger.run_id
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    log_params(client, run_id, flatten(resolved))  # type: ignore[arg-type]
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    log_params(client, run_id, {"trainable_params": trainable})
-    client.set_tag(run_id, "adapted_modules", str(len(adapted)))
-    client.set_tag(run_id, "sah.output_dir", str(out_dir))
+    if not worker:
+        resolve_experiment(client, experiment, cfg.tracking.artifact_location)
+        run_id = logger.run_id
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        log_params(client, run_id, flatten(resolved))  # type: ignore[arg-type]
+        log_params(client, run_id, {"trainable_params": trainable})
+        client.set_tag(run_id, "adapted_modules", str(len(adapted)))
+        client.set_tag(run_id, "sah.output_dir", str(out_dir))
 
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
-    datamodule.setup("fit")
-    if trainable > 0 and cfg.trainer.max_epochs > 0:
-        trainer.fit(module, datamodule=datamodule)
-        best = best_checkpoint(trainer)
-        if best is not None:
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
-    else:
-        log.info(
-            "nothing to train (trainable parameters: %d): evaluating the net as it is", trainable
-        )
+    callbacks += trial_callbacks(
+        cfg.optuna.storage, cfg.optuna.study_name, cfg.optuna.trial_number, cfg.optimized_metric
+    )
+    with ddp_ranks(cfg):
+        trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+        datamodule.setup("fit")
+        if trainable > 0 and cfg.trainer.max_epochs > 0:
+            ckpt_path = resume.checkpoint if resume else None
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            if worker:
+                return None
+            raise_if_pruned(callbacks)
+            best = best_checkpoint(trainer)
+            if best is not None:
+                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+                module.load_state_dict(state)
+        else:
+            log.info(
+                "nothing to train (trainable parameters: %d): evaluating the net as it is",
+                trainable,
+            )
+    if worker:
+        return None
 
     rows, masks = evaluate_patients(
         module.net, datamodule.val_patients, datamodule.window, datamodule.slice_size
@@ -127,15 +148,42 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float:
         skipped.write_text("\n".join(datamodule.skipped) + "\n")
         log_artifact(client, run_id, skipped)
 
-    value = summary.get(cfg.optimized_metric)
-    if value is None:
-        raise ConfigError(
-            "optimized_metric",
-            f"{cfg.optimized_metric!r} was not computed",
-            f"use one of {sorted(summary)}",
-        )
+    value = objective_values(cfg, {**summary, "trainable_params": float(trainable)})
     print_summary(summary, run_id, experiment, cfg)
-    return float(value)
+    return value
+
+
+def objective_values(cfg: DictConfig, outcomes: dict[str, float]) -> float | list[float]:
+    """What a sweeper gets back: ``optimized_metric``, or one value per name in
+    ``optimized_metrics`` for a multi-objective study (e.g. val/dice and trainable_params)."""
+    names = [str(n) for n in (cfg.get("optimized_metrics") or [])]
+    key = "optimized_metrics" if names else "optimized_metric"
+    names = names or [str(cfg.optimized_metric)]
+    missing = [name for name in names if outcomes.get(name) is None]
+    if missing:
+        raise ConfigError(
+            key,
+            f"{', '.join(map(repr, missing))} was not computed",
+            f"use one of {sorted(outcomes)}",
+        )
+    values = [float(outcomes[name]) for name in names]
+    return values if key == "optimized_metrics" else values[0]
+
+
+def resume_point(cfg: DictConfig, client, experiment: str, choices: dict[str, str]):
+    """With ``resume=true``: the run to continue and its last checkpoint (sah.tracking.resume)."""
+    if not cfg.get("resume"):
+        return None
+    from sah.tracking.resume import find_resume_point
+
+    experiment_id = resolve_experiment(client, experiment, cfg.tracking.artifact_location)
+    return find_resume_point(
+        client,
+        experiment_id,
+        run_name(cfg, choices),
+        run_id=cfg.tracking.run_id,
+        parent_run_id=cfg.tracking.parent_run_id,
+    )
 
 
 def adapter_settings(cfg: DictConfig):

@@ -31,6 +31,7 @@ class TrainSchema:
     init_from: str | None = None
     resume: bool = False
     optimized_metric: str = "val/dice"
+    optimized_metrics: list[str] | None = None
     tracking: TrackingSchema = field(default_factory=TrackingSchema)
     optuna: OptunaTrialSchema = field(default_factory=OptunaTrialSchema)
     task: Any = None
