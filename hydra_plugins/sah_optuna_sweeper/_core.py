@@ -96,6 +96,17 @@ class ParentRun:
     owned: bool
 
 
+def show_progress() -> None:
+    """The sweep's progress (trial, params, outcome) on stderr even when the app turned Hydra's
+    logging off (sah-train does: hydra/hydra_logging=none)."""
+    if not log.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s][sah.sweep] %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
@@ -121,6 +132,7 @@ class OptunaSweep:
         # Hydra sets this only inside jobs; the sweep's own keys (tracking.uri, sweep dir) may
         # interpolate ${hydra:runtime.cwd} too.
         HydraConfig.instance().set_config(config)
+        show_progress()
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
