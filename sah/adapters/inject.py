@@ -1,0 +1,249 @@
+"""Put adapters into a model, freeze the rest, and take them out again.
+
+Targets resolve as in docs/CONVENTIONS.md: a group name of ``model.module_groups()``, ``"all"``
+(implicit), or a regular expression searched in module names; a module in the scope of a
+target brings everything under it. Norm layers outside what is trained run with frozen
+running statistics (as in eval mode) so that "frozen" means nothing about them changes.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import AdapterConfig, AdapterError
+from .geometry import SUPPORTED_TYPES
+from .layers import COMPUTE_PATHS, AdapterLayer
+
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,  # BatchNorm*, SyncBatchNorm, InstanceNorm*
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+STATE_ATTR = "_sah_adapter_state"
+
+
+@dataclass
+class AdapterState:
+    """What ``inject`` did to a model, so that it can be saved and undone."""
+
+    config: AdapterConfig
+    adapted: list[str]  # AdapterLayer names, or the modules made trainable by "full"
+    trainable_modules: list[str]  # norm layers (train_norm) or "full" modules, original names
+    requires_grad: dict[str, bool] = field(default_factory=dict)  # before inject
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, NORM_TYPES)
+
+
+def _freeze_statistics(module: nn.Module, args) -> None:
+    """Forward pre-hook on a frozen norm layer: use, never update, the running statistics."""
+    module.training = False
+
+
+def _in_scope(name: str, scope: list[str]) -> bool:
+    return any(s == "" or name == s or name.startswith(s + ".") for s in scope)
+
+
+def _groups(model: nn.Module) -> dict[str, list[str]]:
+    fn = getattr(model, "module_groups", None)
+    if not callable(fn):
+        return {}
+    groups = dict(fn())
+    names = {name for name, _ in model.named_modules()}
+    for group, members in groups.items():
+        missing = [m for m in members if m not in names]
+        if missing:
+            raise AdapterError(
+                f"{type(model).__name__}.module_groups()['{group}'] names modules the model "
+                f"does not have: {', '.join(missing)}"
+            )
+    return groups
+
+
+def resolve_scope(model: nn.Module, target: str) -> list[str]:
+    """Module names (subtrees) that ``target`` selects; ``[""]`` is the whole model."""
+    groups = _groups(model)
+    if target in groups:
+        return list(groups[target])
+    if target == "all":
+        return [""]
+    try:
+        pattern = re.compile(target)
+    except re.error as exc:
+        known = ", ".join(["all", *groups]) or "all"
+        raise AdapterError(
+            f"adapter.targets: {target!r} is neither a module group ({known}) nor a valid "
+            f"regular expression ({exc})"
+        ) from exc
+    return [name for name, _ in model.named_modules() if name and pattern.search(name)]
+
+
+def _adapter_layers(model: nn.Module) -> list[tuple[str, AdapterLayer]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AdapterLayer)]
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
+    """Adapt the targeted layers of ``model`` in place and freeze everything else.
+
+    Returns the adapted module names (for ``"full"``, the modules made trainable; for
+    ``"none"``, ``[]``). Raises ``AdapterError`` for a target that matches no layer, or a
+    targeted layer the method cannot adapt, before changing anything.
+    """
+    if not isinstance(config, AdapterConfig):
+        raise AdapterError(f"inject expects an AdapterConfig, got {type(config).__name__}")
+    if getattr(model, STATE_ATTR, None) is not None or _adapter_layers(model):
+        raise AdapterError("the model already has adapters; call merge_and_unload first")
+    modules = dict(model.named_modules())
+    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
+
+    scope: list[str] = []
+    if config.method != "none":
+        for target in config.target_list:
+            target_scope = resolve_scope(model, target)
+            in_scope = [n for n, m in modules.items() if _in_scope(n, target_scope)]
+            if config.method == "full":
+                hits = [n for n in in_scope if _owns_parameters(modules[n])]
+            else:
+                hits = [n for n in in_scope if isinstance(modules[n], SUPPORTED_TYPES)]
+            if not hits:
+                what = "module with parameters" if config.method == "full" else "adaptable layer"
+                raise AdapterError(
+                    f"adapter.targets: {target!r} matches no {what} "
+                    f"(adaptable: {', '.join(t.__name__ for t in SUPPORTED_TYPES)})"
+                )
+            scope += target_scope
+
+    in_scope = [n for n in modules if config.method != "none" and _in_scope(n, scope)]
+    if config.method == "full":
+        adapted = [n for n in in_scope if _owns_parameters(modules[n])]
+        trainable = list(adapted)
+    elif config.method == "none":
+        adapted, trainable = [], []
+    else:
+        adapted = [n for n in in_scope if isinstance(modules[n], SUPPORTED_TYPES)]
+        trainable = [n for n in in_scope if config.train_norm and _is_norm(modules[n])]
+        # Build every wrapper first so that a refused layer leaves the model untouched.
+        wrappers = {n: AdapterLayer(modules[n], n, config) for n in adapted}
+        left_out = [
+            n
+            for n in in_scope
+            if n not in wrappers
+            and not _is_norm(modules[n])
+            and _owns_parameters(modules[n])
+            and not any(n.startswith(a + ".") for a in adapted)
+        ]
+        if left_out:
+            warnings.warn(
+                f"{config.method}: these targeted modules have parameters but are not "
+                f"adaptable layers, so they stay frozen: {', '.join(left_out)}",
+                stacklevel=2,
+            )
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name in trainable:
+        for p in modules[name].parameters(recurse=config.method != "full"):
+            p.requires_grad_(True)
+    if config.method not in ("full", "none"):
+        for name, wrapper in wrappers.items():
+            _set_module(model, name, wrapper)
+            for p in wrapper.adapter_parameters():
+                p.requires_grad_(True)
+    trainable_norms = set(trainable) if config.method != "full" else set(in_scope)
+    for name, module in modules.items():
+        if _is_norm(module) and name not in trainable_norms:
+            module.register_forward_pre_hook(_freeze_statistics)
+    setattr(model, STATE_ATTR, AdapterState(config, adapted, trainable, requires_grad))
+    return list(adapted)
+
+
+def adapter_state(model: nn.Module) -> AdapterState:
+    state = getattr(model, STATE_ATTR, None)
+    if state is None:
+        raise AdapterError("the model has no adapters; call inject(model, config) first")
+    return state
+
+
+def adapter_layers(model: nn.Module) -> dict[str, AdapterLayer]:
+    """The model's adapter layers by name."""
+    return dict(_adapter_layers(model))
+
+
+def set_compute_path(model: nn.Module, path: str) -> None:
+    """Force ``"weight"`` or ``"lowrank"`` (or back to ``"auto"``) in every adapter layer."""
+    if path not in COMPUTE_PATHS:
+        raise AdapterError(f"compute path must be one of {COMPUTE_PATHS}, got {path!r}")
+    for _, layer in _adapter_layers(model):
+        layer.compute_path = path
+
+
+def merge(model: nn.Module) -> None:
+    """Fold every adapter into its base weight: inference costs what the base model costs."""
+    for _, layer in _adapter_layers(model):
+        layer.merge()
+
+
+def unmerge(model: nn.Module) -> None:
+    """Restore the base weights exactly, so training can go on."""
+    for _, layer in _adapter_layers(model):
+        layer.unmerge()
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Merge, then replace every adapter layer by its base layer (the original class).
+
+    Removes the frozen-statistics hooks and restores each parameter's ``requires_grad`` as it
+    was before ``inject``: the result is a plain model for ``torch.save``, TorchScript, ONNX.
+    """
+    state = getattr(model, STATE_ATTR, None)
+    for name, layer in _adapter_layers(model):
+        layer.merge()
+        layer._merged_backup = None
+        _set_module(model, name, layer.base_layer)
+    for module in model.modules():
+        hooks = module._forward_pre_hooks
+        for key in [k for k, fn in hooks.items() if fn is _freeze_statistics]:
+            del hooks[key]
+    if state is not None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(state.requires_grad.get(name, True))
+        delattr(model, STATE_ATTR)
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, int]:
+    """Trainable parameter count per adapted module (and per trainable norm), plus ``"total"``."""
+    counts: dict[str, int] = {}
+    layers = dict(_adapter_layers(model))
+    for name, module in model.named_modules():
+        if any(name.startswith(a + ".") for a in layers):
+            continue
+        recurse = name in layers
+        n = sum(p.numel() for p in module.parameters(recurse=recurse) if p.requires_grad)
+        if n:
+            counts[name] = n
+    counts["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return counts
+
+
+def _no_grad_copy(dst: torch.Tensor, src: torch.Tensor) -> None:
+    with torch.no_grad():
+        dst.copy_(src)
