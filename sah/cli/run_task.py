@@ -64,6 +64,7 @@ def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
 
 def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[float] | None:
     from sah.tasks.evaluate import evaluate_patients, write_rows
+    from sah.tasks.inference import InferenceSpecCallback
     from sah.tasks.overlay import save_overlays
     from sah.tasks.pruning import raise_if_pruned, trial_callbacks
     from sah.tasks.transfer import prepare_network
@@ -99,6 +100,7 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
         client.set_tag(run_id, "sah.output_dir", str(out_dir))
 
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    callbacks.append(InferenceSpecCallback(inference_spec(cfg, datamodule)))
     callbacks += trial_callbacks(
         cfg.optuna.storage, cfg.optuna.study_name, cfg.optuna.trial_number, cfg.optimized_metric
     )
@@ -184,6 +186,17 @@ def resume_point(cfg: DictConfig, client, experiment: str, choices: dict[str, st
         run_id=cfg.tracking.run_id,
         parent_run_id=cfg.tracking.parent_run_id,
     )
+
+
+def inference_spec(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """What sah-predict needs to rebuild the net and preprocess a scan, as plain values."""
+    adapter = cfg.get("adapter")
+    return {
+        **datamodule.inference_spec(),
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "adapter": OmegaConf.to_container(adapter, resolve=True) if adapter else None,
+        "threshold": float(cfg.task.module.get("threshold", 0.5)),
+    }
 
 
 def adapter_settings(cfg: DictConfig):

@@ -125,6 +125,10 @@ class SliceDataModule(L.LightningDataModule):
         self.train_patients = [by_id[i] for i in train_ids]
         self.val_patients = [by_id[i] for i in val_ids]
 
+    def inference_spec(self) -> dict[str, object]:
+        """How a trained net sees a volume: stored in checkpoints for sah-predict."""
+        return {"kind": "slices", "window": list(self.window), "slice_size": self.slice_size}
+
     def train_dataloader(self) -> DataLoader:
         dataset = TrainingSlices(
             self.train_patients,

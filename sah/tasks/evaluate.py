@@ -23,17 +23,34 @@ def predict_volume(
     threshold: float = 0.5,
 ) -> np.ndarray:
     """Binary mask (x, y, z) for a whole volume, slice by slice, in the input's own grid."""
-    nx, ny, _ = image_hu.shape
+    return slice_probabilities(net, image_hu, window, size) >= threshold
+
+
+def slice_probabilities(
+    net: nn.Module, image_hu: np.ndarray, window: tuple[float, float], size: int
+) -> np.ndarray:
+    """Blood probability (x, y, z) from a 2D net applied to each axial slice, in the input grid.
+
+    Slices are windowed and centre-cropped/padded to the training size, as in training; the
+    result is mapped back to the input's in-plane size (zero outside a crop).
+    """
+    nx, ny, nz = image_hu.shape
     windowed = center_crop_or_pad(apply_window(image_hu, *window), size, 0.0)
     stack = torch.from_numpy(np.ascontiguousarray(windowed.transpose(2, 0, 1)))[:, None]
     net.eval()
     prob = predict_slices(net, stack).numpy().transpose(1, 2, 0)
-    # Undo the centre crop/pad: pad/crop back to the original in-plane size.
-    mask = np.zeros((nx, ny, image_hu.shape[2]), dtype=bool)
-    pred = prob >= threshold
+    out = np.zeros((nx, ny, nz), dtype=np.float32)
     sx, sy = _offsets(nx, size), _offsets(ny, size)
-    mask[sx[0] : sx[1], sy[0] : sy[1]] = pred[sx[2] : sx[3], sy[2] : sy[3]]
-    return mask
+    out[sx[0] : sx[1], sy[0] : sy[1]] = prob[sx[2] : sx[3], sy[2] : sy[3]]
+    return out
+
+
+def predict_probabilities(net: nn.Module, image_hu: np.ndarray, spec: dict) -> np.ndarray:
+    """Probabilities for a raw HU volume, preprocessed as the checkpoint's spec says."""
+    kind = spec.get("kind")
+    if kind == "slices":
+        return slice_probabilities(net, image_hu, tuple(spec["window"]), int(spec["slice_size"]))
+    raise ValueError(f"unknown inference kind {kind!r} in the checkpoint's spec")
 
 
 def _offsets(n: int, size: int) -> tuple[int, int, int, int]:
