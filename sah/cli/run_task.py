@@ -27,6 +27,10 @@ def run_task(cfg: DictConfig, choices: dict[str, str]) -> float | list[float] | 
         from sah.cli.run_outcome import run_outcome
 
         return run_outcome(cfg, choices)
+    if task == "mortality":
+        from sah.cli.run_mortality import run_mortality
+
+        return run_mortality(cfg, choices)
     raise ConfigError("task", f"unknown task {task!r}")
 
 
