@@ -29,10 +29,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
-from scipy import sparse
-from scipy.sparse import csgraph
 
 from sah.data.cache import atomic_file, cache_dir, commit_file, content_key
+from sah.data.synthetic.geodesic import geodesic_distance, voxels_near
 from sah.errors import DataError
 
 ANATOMY_VERSION = 1
@@ -68,7 +67,6 @@ SPREAD_COST = 15.0  # how much slower blood advances through brain than through 
 # Blood reaches the thin convexity subarachnoid space (under the inner table) late: it fills
 # the basal cisterns and fissures first.
 CONVEXITY_COST = 4.0
-UNREACHABLE = 6.0e4  # geodesic distance (mm) of voxels blood cannot reach
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,9 @@ def _load_template(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image.dataobj, dtype=np.float32) / 255.0, image.affine
 
 
-def _resample(volume: np.ndarray, affine: np.ndarray, coords: list[np.ndarray], h: float):
+def _resample(
+    volume: np.ndarray, affine: np.ndarray, coords: list[np.ndarray], h: float
+) -> np.ndarray:
     """Template (1 mm, axis-aligned) -> atlas grid given per-axis world coordinates."""
     if h > 1.0:
         volume = ndi.gaussian_filter(volume, sigma=0.4 * h)
@@ -147,66 +147,27 @@ def _nearest_in(mask: np.ndarray, point_idx: np.ndarray) -> tuple[int, int, int]
     return tuple(cand[np.argmin(((cand - point_idx) ** 2).sum(1))])
 
 
-def _geodesic(cost: np.ndarray, domain: np.ndarray, sources: np.ndarray, h: float) -> np.ndarray:
-    """Cost-weighted geodesic distance (mm) from ``sources`` through ``domain`` (26-neighbours).
+@dataclass
+class _Grid:
+    """The atlas grid being built: origin, voxel size, shape and sparse world coordinates."""
 
-    Dijkstra on the voxel graph: blood spreading from a bleeding site reaches a voxel after the
-    cheapest path, cheap through open CSF and expensive through brain.
-    """
-    index = np.full(domain.shape, -1, dtype=np.int64)
-    nodes = np.flatnonzero(domain)
-    index.ravel()[nodes] = np.arange(nodes.size)
-    rows, cols, weights = [], [], []
-    offsets = [
-        (dx, dy, dz)
-        for dx in (0, 1)
-        for dy in (-1, 0, 1)
-        for dz in (-1, 0, 1)
-        if (dx, dy, dz) > (0, 0, 0)
-    ]
-    nx, ny, nz = domain.shape
-    for dx, dy, dz in offsets:
-        a = (
-            slice(0, nx - dx),
-            slice(max(0, -dy), ny - max(0, dy)),
-            slice(max(0, -dz), nz - max(0, dz)),
-        )
-        b = (slice(dx, nx), slice(max(0, dy), ny + min(0, dy)), slice(max(0, dz), nz + min(0, dz)))
-        ia, ib = index[a].ravel(), index[b].ravel()
-        keep = (ia >= 0) & (ib >= 0)
-        length = h * float(np.sqrt(dx * dx + dy * dy + dz * dz))
-        w = 0.5 * (cost[a].ravel()[keep] + cost[b].ravel()[keep]) * length
-        rows.append(ia[keep])
-        cols.append(ib[keep])
-        weights.append(w)
-    graph = sparse.coo_matrix(
-        (np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(nodes.size, nodes.size),
-    ).tocsr()
-    src = index.ravel()[np.ravel_multi_index(tuple(sources.T), domain.shape)]
-    src = src[src >= 0]
-    dist = csgraph.dijkstra(graph, directed=False, indices=src, min_only=True)
-    out = np.full(domain.shape, UNREACHABLE, dtype=np.float32)
-    out.ravel()[nodes] = np.minimum(dist, UNREACHABLE)
-    return out
+    origin: np.ndarray
+    h: float
+    shape: tuple[int, int, int]
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+
+    def index(self, point) -> np.ndarray:
+        return _points_to_index(point, self.origin, self.h, self.shape)
+
+    def world(self, mask: np.ndarray) -> np.ndarray:
+        return (np.argwhere(mask) * self.h + self.origin).astype(np.float32)
 
 
-def _sources_near(mask: np.ndarray, centre_idx: np.ndarray, radius_vox: float) -> np.ndarray:
-    """Voxels of ``mask`` within a ball around a point, or the nearest one if none."""
-    cand = np.argwhere(mask)
-    d2 = ((cand - centre_idx) ** 2).sum(1)
-    near = cand[d2 <= radius_vox**2]
-    return near if len(near) else cand[[int(np.argmin(d2))]]
-
-
-def build_anatomy(voxel_mm: float) -> Anatomy:
-    """Derive all channels from the templates (about 10-60 s depending on resolution)."""
-    h = float(voxel_mm)
+def _templates_on_grid(h: float) -> tuple[_Grid, np.ndarray, np.ndarray, np.ndarray]:
+    """T1, GM and WM resampled to an h-mm grid around the brain with room for skull/scalp."""
     t1, affine = _load_template("t1")
-    gm_t, _ = _load_template("gm")
-    wm_t, _ = _load_template("wm")
-
-    # Atlas grid: the template's brain box plus room for skull and scalp.
     nz_idx = np.argwhere(t1 > 0)
     lo = nz_idx.min(0) * np.diag(affine)[:3] + affine[:3, 3] - MARGIN_MM
     hi = nz_idx.max(0) * np.diag(affine)[:3] + affine[:3, 3] + MARGIN_MM
@@ -214,41 +175,41 @@ def build_anatomy(voxel_mm: float) -> Anatomy:
     shape = tuple(int(np.ceil((hi[i] - lo[i]) / h)) + 1 for i in range(3))
     coords = [lo[i] + h * np.arange(shape[i]) for i in range(3)]
     t1 = _resample(t1, affine, coords, h)
-    gm = _resample(gm_t, affine, coords, h)
-    wm = _resample(wm_t, affine, coords, h)
-    del gm_t, wm_t
-    xw, yw, zw = np.meshgrid(*[c.astype(np.float32) for c in coords], indexing="ij", sparse=True)
+    gm = _resample(_load_template("gm")[0], affine, coords, h)
+    wm = _resample(_load_template("wm")[0], affine, coords, h)
+    x, y, z = np.meshgrid(*[c.astype(np.float32) for c in coords], indexing="ij", sparse=True)
+    return _Grid(lo, h, shape, x, y, z), t1, gm, wm
 
-    # Intracranial space: the template's brain mask, smoothed, plus a thin convexity CSF layer.
+
+def _intracranial(t1: np.ndarray, h: float) -> np.ndarray:
+    """Signed distance (mm, positive outside) to the inner table: the template's brain mask,
+    smoothed, plus a thin convexity subarachnoid layer the template leaves out."""
     brain_mask = _largest_component(t1 > 0.05)
     brain_mask = ndi.binary_fill_holes(_closing_mm(brain_mask, 4.0, h))
-    sd_ic = _signed_distance(brain_mask, h) - SAS_MM
-    sd_ic = ndi.gaussian_filter(sd_ic, 1.0 / h * 1.0)
-    ic = sd_ic < 0
-    f_ic = _inside_fraction(sd_ic, h)
-    depth_in = np.maximum(-sd_ic, 0.0).astype(np.float32)
+    return ndi.gaussian_filter(_signed_distance(brain_mask, h) - SAS_MM, 1.0 / h)
 
-    total = gm + wm
-    scale = np.where(total > 1.0, 1.0 / np.maximum(total, 1e-6), 1.0)
-    gm = np.minimum(gm * scale, f_ic)
-    wm = np.minimum(wm * scale, f_ic - gm)
-    csf = np.clip(f_ic - gm - wm, 0.0, 1.0)
 
-    # Ventricles: deep CSF connected to known ventricular points.
+def _ventricles(grid: _Grid, csf: np.ndarray, ic: np.ndarray, depth_in: np.ndarray):
+    """Deep CSF connected to known ventricular points (plus its partial-volume rim)."""
     csf_core = (csf > 0.5) & ic
-    deep = depth_in > 12.0
+    allowed = csf_core & (depth_in > 12.0)
     seeds = np.zeros_like(csf_core)
     for point in [*VENTRICLE_POINTS, FOURTH_VENTRICLE]:
-        idx = _points_to_index(point, lo, h, shape)
-        seeds[_nearest_in(csf_core & deep, idx)] = True
-    vent_region = ndi.binary_propagation(seeds, mask=csf_core & deep)
-    vent_region = ndi.binary_dilation(vent_region, iterations=1) & ic
-    vent = csf * vent_region
-    csf_sa = csf - vent
+        seeds[_nearest_in(allowed, grid.index(point))] = True
+    region = ndi.binary_propagation(seeds, mask=allowed)
+    return ndi.binary_dilation(region, iterations=1) & ic
 
-    # Skull: a shell of varying thickness, concavities of the skull base filled with bone.
-    yn = (yw - (-20.0)) / 95.0
-    temporal = np.exp(-(((np.abs(xw) - 62.0) / 14.0) ** 2)) * np.exp(-(((zw + 5.0) / 22.0) ** 2))
+
+def _skull_and_scalp(grid: _Grid, sd_ic: np.ndarray, f_ic: np.ndarray):
+    """Bone fraction, bone HU and scalp fraction as shells outside the inner table.
+
+    The vault is 3-9.5 mm thick (thicker frontally and occipitally, thin over the temporal
+    squama); concavities of the skull base are filled with bone hollowed by air cells
+    (sinuses, mastoids); cortical tables are denser than the diploe between them.
+    """
+    h, x, y, z = grid.h, grid.x, grid.y, grid.z
+    yn = (y + 20.0) / 95.0
+    temporal = np.exp(-(((np.abs(x) - 62.0) / 14.0) ** 2)) * np.exp(-(((z + 5.0) / 22.0) ** 2))
     thickness = np.clip(5.5 + 3.0 * yn**2 - 2.5 * temporal, 3.0, 9.5)
     skull_solid = _closing_mm(sd_ic < thickness, 18.0, h)
     sd_out = ndi.gaussian_filter(_signed_distance(skull_solid, h), 0.8 / h)
@@ -256,21 +217,75 @@ def build_anatomy(voxel_mm: float) -> Anatomy:
     f_head = np.maximum(_inside_fraction(sd_out - SCALP_MM, h), f_skull_in)
     bone = f_skull_in - f_ic
     scalp = f_head - f_skull_in
-    # Air cells (paranasal sinuses, mastoids) hollow out the thick bone of the skull base.
-    # Only where the base was filled in, beyond the vault's usual thickness.
+    # Air cells only where the base was filled in, beyond the vault's usual thickness.
     core = np.minimum(sd_ic - thickness - 1.0, -sd_out - 2.5)
     honeycomb = ndi.gaussian_filter(np.random.default_rng(0).standard_normal(core.shape), 1.5 / h)
     honeycomb /= honeycomb.std()
     air_cells = np.clip(0.5 + core / h, 0, 1) * np.clip(0.5 + honeycomb + 0.6, 0, 1)
-    air_cells *= (zw < 25.0) & ((yw > -5.0) | ((np.abs(xw) > 25.0) & (zw < -15.0)))
+    air_cells *= (z < 25.0) & ((y > -5.0) | ((np.abs(x) > 25.0) & (z < -15.0)))
     bone = bone * (1.0 - air_cells)
-    cortical = np.maximum(
-        np.exp(-np.maximum(sd_ic, 0) / 1.8), np.exp(-np.maximum(-sd_out, 0) / 1.8)
-    )
-    bone_hu = (780.0 + 620.0 * cortical).astype(np.float32)
+    tables = np.maximum(np.exp(-np.maximum(sd_ic, 0) / 1.8), np.exp(-np.maximum(-sd_out, 0) / 1.8))
+    bone_hu = (780.0 + 620.0 * tables).astype(np.float32)
+    return bone.astype(np.float32), bone_hu, scalp.astype(np.float32), f_head
+
+
+def _spread_maps(grid: _Grid, csf_sa, vent, vent_region, ic, depth_in, brain_depth):
+    """Geodesic arrival distance of subarachnoid blood from each bleeding site, and of
+    intraventricular blood from the dependent ventricles."""
+    h = grid.h
+    maps = {}
+    domain = ic & ~vent_region & (brain_depth <= 8.0)
+    cost = 1.0 + SPREAD_COST * (1.0 - np.clip(csf_sa / 0.8, 0, 1)) ** 2
+    cost *= 1.0 + CONVEXITY_COST * np.clip((6.0 - depth_in) / 4.0, 0.0, 1.0)
+    core = (csf_sa > 0.5) & domain
+    for name, point in SAH_SITES.items():
+        sources = voxels_near(core, grid.index(point), 6.0 / h)
+        maps[f"geo_{name}"] = geodesic_distance(cost, domain, sources, h)
+    domain = ndi.binary_dilation(vent_region, iterations=2) & ic
+    cost = 1.0 + SPREAD_COST * (1.0 - np.clip(vent / 0.8, 0, 1)) ** 2
+    sources = np.concatenate([voxels_near(vent_region, grid.index(p), 4.0 / h) for p in IVH_SITES])
+    maps["geo_ivh"] = geodesic_distance(cost, domain, sources, h)
+    return maps
+
+
+def _lesion_points(grid: _Grid, gm, wm, depth_in, brain_depth) -> dict[str, np.ndarray]:
+    """Where traumatic lesions start: the inner table, contusion-prone cortex (orbitofrontal,
+    temporal poles) and deep brain for parenchymal haematomas."""
+    h, x, y, z = grid.h, grid.x, grid.y, grid.z
+    surface = (depth_in > 0) & (depth_in <= 1.5 * h) & (z > -20.0)
+    brain = (gm + wm) > 0.8
+    basal = ((y > 18.0) & (z < 12.0)) | ((np.abs(x) > 28.0) & (y > -25.0) & (z < -2.0))
+    contusion = brain & (gm > 0.45) & (depth_in < 14.0) & basal
+    deep = brain & (depth_in > 28.0) & (brain_depth > 6.0) & (z > -15.0)
+    return {
+        "surface": grid.world(surface)[:: max(1, int(4 / h))],
+        "contusion": grid.world(contusion)[:: max(1, int(4 / h))],
+        "deep": grid.world(deep)[:: max(1, int(6 / h))],
+    }
+
+
+def build_anatomy(voxel_mm: float) -> Anatomy:
+    """Derive all channels from the templates (about 10 s at 1.5 mm, a minute at 1 mm)."""
+    grid, t1, gm, wm = _templates_on_grid(float(voxel_mm))
+    h = grid.h
+    sd_ic = _intracranial(t1, h)
+    del t1
+    ic = sd_ic < 0
+    f_ic = _inside_fraction(sd_ic, h)
+    depth_in = np.maximum(-sd_ic, 0.0).astype(np.float32)
+
+    scale = np.where(gm + wm > 1.0, 1.0 / np.maximum(gm + wm, 1e-6), 1.0)
+    gm = np.minimum(gm * scale, f_ic)
+    wm = np.minimum(wm * scale, f_ic - gm)
+    csf = np.clip(f_ic - gm - wm, 0.0, 1.0)
+    vent_region = _ventricles(grid, csf, ic, depth_in)
+    vent = (csf * vent_region).astype(np.float32)
+    csf_sa = csf - vent
+    bone, bone_hu, scalp, f_head = _skull_and_scalp(grid, sd_ic, f_ic)
 
     # Falx: a dense midline sheet through the interhemispheric CSF above the corpus callosum.
-    falx = np.clip(1.0 - np.abs(xw) / 1.2, 0.0, 1.0) * (zw > 8.0) * (yw > -95.0) * (yw < 55.0)
+    x, y, z = grid.x, grid.y, grid.z
+    falx = np.clip(1.0 - np.abs(x) / 1.2, 0.0, 1.0) * (z > 8.0) * (y > -95.0) * (y < 55.0)
     falx = (falx * np.clip(csf_sa * 2.0, 0.0, 1.0)).astype(np.float32)
 
     # Atrophy support: how deep each brain voxel lies below CSF and which CSF is nearest.
@@ -279,50 +294,22 @@ def build_anatomy(voxel_mm: float) -> Anatomy:
     )
     brain_depth = dist_csf.astype(np.float32)
     near_vent = vent_region[tuple(nearest)].astype(np.float32)
-    del nearest
+    del nearest, dist_csf
 
-    # Cisterns and deep fissures: wide subarachnoid CSF away from the convexity.
+    # Cisterns and fissures: subarachnoid CSF away from the convexity (clot thickness grading).
     cistern = ((csf_sa > 0.4) & (depth_in > 5.0) & ~vent_region).astype(np.float32)
-
     channels: dict[str, np.ndarray] = {
-        "gm": gm, "wm": wm, "csf": csf, "vent": vent.astype(np.float32),
+        "gm": gm, "wm": wm, "csf": csf, "vent": vent,
         "bone": bone, "scalp": scalp, "bone_hu": bone_hu, "falx": falx,
         "depth_in": depth_in, "brain_depth": brain_depth, "near_vent": near_vent,
-        "cistern": cistern, "head": (f_head > 0).astype(np.float32),
+        "cistern": cistern,
+        "head": ndi.binary_dilation(f_head > 0).astype(np.float32),  # where to sample at all
     }  # fmt: skip
-
-    # Geodesic spread of subarachnoid blood from each bleeding site.
-    sah_domain = ic & ~vent_region & (brain_depth <= 8.0)
-    sah_cost = 1.0 + SPREAD_COST * (1.0 - np.clip(csf_sa / 0.8, 0, 1)) ** 2
-    sah_cost *= 1.0 + CONVEXITY_COST * np.clip((6.0 - depth_in) / 4.0, 0.0, 1.0)
-    sah_core = (csf_sa > 0.5) & sah_domain
-    for name, point in SAH_SITES.items():
-        src = _sources_near(sah_core, _points_to_index(point, lo, h, shape), 6.0 / h)
-        channels[f"geo_{name}"] = _geodesic(sah_cost, sah_domain, src, h)
-    ivh_domain = ndi.binary_dilation(vent_region, iterations=2) & ic
-    ivh_cost = 1.0 + SPREAD_COST * (1.0 - np.clip(vent / 0.8, 0, 1)) ** 2
-    src = np.concatenate(
-        [_sources_near(vent_region, _points_to_index(p, lo, h, shape), 4.0 / h) for p in IVH_SITES]
+    channels |= _spread_maps(grid, csf_sa, vent, vent_region, ic, depth_in, brain_depth)
+    points = _lesion_points(grid, gm, wm, depth_in, brain_depth)
+    return Anatomy(
+        origin=grid.origin.astype(np.float64), voxel_mm=h, channels=channels, points=points
     )
-    channels["geo_ivh"] = _geodesic(ivh_cost, ivh_domain, src, h)
-
-    # Starting points of traumatic lesions.
-    world = lambda mask: (np.argwhere(mask) * h + lo).astype(np.float32)  # noqa: E731
-    surface = (depth_in > 0) & (depth_in <= 1.5 * h) & (zw > -20.0)
-    brain = (gm + wm) > 0.8
-    contusion = (
-        brain
-        & (gm > 0.45)
-        & (depth_in < 14.0)
-        & (((yw > 18.0) & (zw < 12.0)) | ((np.abs(xw) > 28.0) & (yw > -25.0) & (zw < -2.0)))
-    )
-    deep_brain = brain & (depth_in > 28.0) & (brain_depth > 6.0) & (zw > -15.0)
-    points = {
-        "surface": world(surface)[:: max(1, int(4 / h))],
-        "contusion": world(contusion)[:: max(1, int(4 / h))],
-        "deep": world(deep_brain)[:: max(1, int(6 / h))],
-    }
-    return Anatomy(origin=lo.astype(np.float64), voxel_mm=h, channels=channels, points=points)
 
 
 def anatomy_path(voxel_mm: float, root: Path | None = None) -> Path:

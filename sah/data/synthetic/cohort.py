@@ -26,7 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from sah.data.cache import atomic_dir, cache_dir, content_key
-from sah.data.synthetic.anatomy import load_anatomy
+from sah.data.synthetic.anatomy import ANATOMY_VERSION, load_anatomy
 from sah.data.synthetic.config import SynthConfig
 from sah.data.synthetic.phantom import simulate, site_name
 from sah.errors import DataError
@@ -61,7 +61,7 @@ def patient_id(config: SynthConfig, index: int) -> str:
 
 def cohort_dir(config: SynthConfig, cache_root: str | Path | None = None) -> Path:
     """Where the cohort for ``config`` lives (whether or not it exists yet)."""
-    key = content_key(config.hash_params())
+    key = content_key({**config.hash_params(), "anatomy_version": ANATOMY_VERSION})
     name = f"{config.kind}-n{config.patients}-seed{config.seed}-{key}"
     return cache_dir(cache_root) / "synthetic" / name
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sah.data.synthetic.geodesic import UNREACHABLE
 from sah.data.synthetic.space import Slab
 
 BLOOD_HU = (50.0, 90.0)  # acute clot on non-contrast CT
@@ -57,7 +58,7 @@ def fit_level(
     blood fraction per active sub-voxel; if the space is too small the whole of it is used.
     """
     base_out = np.zeros(slab.n_out, np.float32) if base is None else base
-    where = np.flatnonzero((arrival < 1e4) & (capacity > 0))
+    where = np.flatnonzero((arrival < UNREACHABLE / 4) & (capacity > 0))
     t, c = arrival[where], capacity[where]
 
     def blood(level: float) -> np.ndarray:

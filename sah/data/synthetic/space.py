@@ -52,10 +52,9 @@ class PatientSpace:
         shape = np.asarray(anatomy.shape)
         nearest = np.rint(index).astype(np.int32)
         inside = np.all((nearest >= 0) & (nearest < shape[:, None]), axis=0)
-        head = anatomy.channels["head"] > 0
         active = np.flatnonzero(inside)
         nearest = nearest[:, active]
-        keep = ndi.binary_dilation(head)[nearest[0], nearest[1], nearest[2]]
+        keep = anatomy.channels["head"][nearest[0], nearest[1], nearest[2]] > 0
         active = active[keep]
         nx, ny, nzs = coords.shape[1:]
         i, j, k = np.unravel_index(active, (nx, ny, nzs))
