@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from sah.cli.ddp_ranks import ddp_ranks, is_worker_rank
 from sah.errors import ConfigError
 from sah.tracking import flatten, get_client, log_artifact, log_params, resolve_experiment
+from sah.tracking.sweep_runs import require_run
 
 log = logging.getLogger("sah.train")
 
@@ -85,6 +86,8 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
     client = get_client(cfg.tracking.uri)
     # A DDP rank other than 0 only trains: tracking and evaluation are rank 0's.
     worker = is_worker_rank()
+    if cfg.tracking.parent_run_id and not worker:
+        require_run(cfg.tracking.uri, str(cfg.tracking.parent_run_id))
     resume = None if worker else resume_point(cfg, client, experiment, choices)
     logger = instantiate(
         cfg.logger,

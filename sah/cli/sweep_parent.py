@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sah.errors import SahError
 from sah.tracking.sweep_runs import PARENT_ENV, end_parent_run, require_run, start_parent_run
 
 log = logging.getLogger("sah.sweep")
@@ -75,7 +77,12 @@ class MlflowParentRun(Callback):
         if target is None:
             return
         if target.parent_run_id:  # the user named a parent: nest under it, leave it open
-            require_run(target.uri, str(target.parent_run_id))
+            try:
+                require_run(target.uri, str(target.parent_run_id))
+            except SahError as err:
+                # Hydra turns a callback's exceptions into warnings; stop before any job.
+                print(f"sah-train: {err}", file=sys.stderr)
+                raise SystemExit(2) from err
             return
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
         sweep_dir = str(OmegaConf.select(config, "hydra.sweep.dir", default=""))
