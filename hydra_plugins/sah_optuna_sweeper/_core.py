@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -198,7 +200,7 @@ class OptunaSweep:
 
         compose(space.fixed, "hydra.sweeper.params")
         for name, dist in space.distributions.items():
-            key = f"hydra.sweeper.params.{name}"
+            key = space.where(name)
             plain_key = name not in groups and space.prefixes.get(name, "") == ""
             if plain_key and OmegaConf.select(self.config, name, default=_ABSENT) is _ABSENT:
                 raise ConfigError(
@@ -212,8 +214,9 @@ class OptunaSweep:
     # ---------------------------------------------------------------- study and parent run
     def _sampler(self, space: SearchSpace) -> optuna.samplers.BaseSampler:
         spec = dict(self.settings.sampler)
-        if spec.get("_target_", "").endswith("GridSampler") and not spec.get("search_space"):
-            spec["search_space"] = grid_space(space)
+        if spec.get("_target_", "") == "optuna.samplers.GridSampler":
+            spec["_target_"] = f"{__name__}.GridSampler"
+            spec["search_space"] = spec.get("search_space") or grid_space(space)
         return instantiate(spec, _convert_="all")
 
     def _budget(self, sampler: optuna.samplers.BaseSampler) -> int:
@@ -223,9 +226,8 @@ class OptunaSweep:
         return self.settings.n_trials
 
     def _open_study(
-        self, url: str, space: SearchSpace, directions: list[str], sampler: Any
+        self, storage: Any, space: SearchSpace, directions: list[str], sampler: Any
     ) -> StudyTrials:
-        storage = open_storage(url)
         study = optuna.create_study(
             storage=storage,
             study_name=self.study_name,
@@ -301,8 +303,9 @@ class OptunaSweep:
         url = absolute_storage_url(
             self.settings.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}", Path.cwd()
         )
+        storage = open_storage(url)  # fails here, naming the key, when it cannot be reached
         with storage_lock(url):
-            trials = self._open_study(url, space, directions, sampler)
+            trials = self._open_study(storage, space, directions, sampler)
             parent = self._open_parent(trials, url, space, directions)
         log.info(
             "Optuna study %r in %s: %d of %d trials done before this run",
@@ -422,6 +425,7 @@ class OptunaSweep:
         if parent is not None:
             overrides.append(f"tracking.parent_run_id={_quote(parent.run_id)}")
         trial.set_user_attr("sah.overrides", overrides)
+        trial.set_user_attr("sah.sweeper", f"{socket.gethostname()}:{os.getpid()}")
         log.info("trial %d: %s", trial.number, " ".join(space.overrides(trial.params)))
         return overrides
 
@@ -519,6 +523,14 @@ def interpret(
     return TrialState.COMPLETE, floats, None
 
 
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, minus its ``study.stop()`` once the grid is done: that works only
+    inside ``study.optimize``; here the sweep's budget, capped at the grid size, ends it."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
+
+
 def grid_space(space: SearchSpace) -> dict[str, list[Any]]:
     """The grid sampler's value lists from categorical and stepped params."""
     grid: dict[str, list[Any]] = {}
@@ -532,7 +544,7 @@ def grid_space(space: SearchSpace) -> dict[str, list[Any]]:
             grid[name] = [round(dist.low + i * dist.step, 12) for i in range(n)]
         else:
             raise ConfigError(
-                f"hydra.sweeper.params.{name}",
+                space.where(name),
                 "the grid sampler needs choice(...) or range(...) values, not an interval",
             )
     return grid

@@ -17,7 +17,7 @@ anything else              a fixed value passed to every trial
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -47,6 +47,12 @@ class SearchSpace:
     # Override prefix per searched name: "" for `key`, "+" or "++" to add a key.
     prefixes: dict[str, str]
     fixed: list[str]
+    # The config key to name in errors: hydra.sweeper.params.<name>, or <name> when the sweep
+    # came from the command line.
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def where(self, name: str) -> str:
+        return self.origins.get(name, f"hydra.sweeper.params.{name}")
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
         """Hydra overrides for one trial: the fixed ones, then each sampled value."""
@@ -143,6 +149,7 @@ def build_search_space(
     distributions: dict[str, BaseDistribution] = {}
     prefixes: dict[str, str] = {}
     fixed: list[str] = []
+    origins: dict[str, str] = {}
     for key_element, (override, source) in by_key.items():
         dist = distribution(override, source)
         if dist is None:
@@ -153,7 +160,8 @@ def build_search_space(
         name = key_element.lstrip("+")
         prefixes[name] = key_element[: len(key_element) - len(name)]
         distributions[name] = dist
-    return SearchSpace(distributions, prefixes, fixed)
+        origins[name] = _where(name, source)
+    return SearchSpace(distributions, prefixes, fixed, origins)
 
 
 def probe_values(dist: BaseDistribution, is_group: bool) -> list[Any]:

@@ -118,6 +118,16 @@ class PercentilePrunerConf(MedianPrunerConf):
 
 
 @dataclass
+class ThresholdPrunerConf(PrunerConf):
+    """Stop a trial as soon as its metric leaves [lower, upper] (e.g. Dice still 0 at epoch 3)."""
+
+    _target_: str = "optuna.pruners.ThresholdPruner"
+    lower: float | None = None
+    upper: float | None = None
+    n_warmup_steps: int = 0
+
+
+@dataclass
 class HyperbandPrunerConf(PrunerConf):
     _target_: str = "optuna.pruners.HyperbandPruner"
     min_resource: int = 1
@@ -154,7 +164,7 @@ class SahOptunaSweeperConf:
     # Trials this process runs at once; each is its own launcher job, none waits for another.
     n_jobs: int = 1
     # Search space: `key: choice(...) | range(...) | interval(...) | tag(log, ...) | int(...)`.
-    params: dict[str, str] | None = None
+    params: dict[str, str] = field(default_factory=dict)
     # Dotted path to fn(cfg, trial) suggesting extra (e.g. conditional) params.
     custom_search_space: str | None = None
     # Seconds between liveness marks on running trials; a trial whose process stopped marking
@@ -182,6 +192,7 @@ def register() -> None:
         "nop": NopPrunerConf,
         "median": MedianPrunerConf,
         "percentile": PercentilePrunerConf,
+        "threshold": ThresholdPrunerConf,
         "hyperband": HyperbandPrunerConf,
         "successive_halving": SuccessiveHalvingPrunerConf,
     }

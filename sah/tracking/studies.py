@@ -69,7 +69,9 @@ def open_storage(url: str, key: str = "hydra.sweeper.storage") -> BaseStorage:
     file = storage_file(url)
     if file is not None and not file.parent.is_dir():
         raise ConfigError(
-            key, f"{url}: folder {file.parent} does not exist", "create it or give another path"
+            key,
+            f"cannot open the Optuna storage {url!r}: folder {file.parent} does not exist",
+            "create it or give another path",
         )
     try:
         if is_journal(url):
