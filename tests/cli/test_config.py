@@ -34,8 +34,8 @@ def test_every_option_composes(override: str) -> None:
     cfg = compose_train([override, *extra])
     group = override.split("=")[0]
     assert cfg.get(group) is not None or group == "experiment"
-    # Everything but Hydra's runtime interpolations resolves.
-    OmegaConf.to_container(cfg.get(group) or {}, resolve=False)
+    # The composed tree converts to plain containers (no structural errors).
+    assert isinstance(OmegaConf.to_container(cfg, resolve=False), dict)
 
 
 def test_adapter_keys_are_the_user_facing_names() -> None:

@@ -1,0 +1,125 @@
+"""sah-train end to end on a tiny synthetic cohort: the run, what MLflow holds, sah-predict."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+
+def sah(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_overrides):
+    """One short training run of the demo config, shared by the tests of this module."""
+    workdir = tmp_path_factory.mktemp("train")
+    result = sah("sah-train", *tiny_overrides(workdir), cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = re.search(r"MLflow run id: (\w+)", result.stdout).group(1)
+    return workdir, run_id, result.stdout
+
+
+def test_demo_config_prints_dice_run_id_and_ui_command(trained) -> None:
+    workdir, run_id, stdout = trained
+    assert re.search(r"val/dice.*: \d\.\d{3}", stdout)
+    assert f"mlflow ui --backend-store-uri sqlite:///{workdir}/mlflow.db" in stdout
+    assert len(run_id) == 32
+
+
+def test_mlflow_run_reads_back_with_params_metrics_and_artifacts(trained) -> None:
+    workdir, run_id, _ = trained
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    run = client.get_run(run_id)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["fold"] == "0"
+    assert params["model._target_"] == "sah.models.unet.build_unet"
+    assert int(params["trainable_params"]) > 0
+    assert 0.0 <= metrics["val/dice"] <= 1.0
+    for name in ("val/iou", "val/vsi", "val/sasd_mm", "val/hd95_mm", "val/sensitivity"):
+        assert name in metrics
+    assert run.data.tags["model"] == "unet2d"
+    assert run.info.run_name == "unet2d-full-all-fold0"
+    assert client.get_experiment(run.info.experiment_id).name == "sah-segmentation"
+    artifacts = {f.path for f in client.list_artifacts(run_id)}
+    assert {"per_patient_metrics.csv", "resolved_config.yaml", "validation_overlays.png"} <= (
+        artifacts
+    )
+    assert [f.path for f in client.list_artifacts(run_id, "checkpoints")]
+    # The per-patient CSV covers exactly the validation fold's patients.
+    csv_path = client.download_artifacts(run_id, "per_patient_metrics.csv", str(workdir))
+    lines = Path(csv_path).read_text().strip().splitlines()
+    assert lines[0].startswith("patient_id,dice")
+    assert len(lines) - 1 == 2  # 6 patients, 3 folds
+
+
+def test_predict_writes_mask_on_the_input_grid_and_volume(trained, tiny_manifest: Path) -> None:
+    workdir, _, _ = trained
+    ckpt = next((workdir / "run" / "checkpoints").glob("*.ckpt"))
+    import pandas as pd
+
+    row = pd.read_csv(tiny_manifest).iloc[0]
+    image = tiny_manifest.parent / row["image"]
+    label = tiny_manifest.parent / row["label"]
+    out = workdir / "pred"
+    result = sah(
+        "sah-predict",
+        str(image),
+        "--label",
+        str(label),
+        "--model",
+        str(ckpt),
+        "--out",
+        str(out),
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    case = out / row["patient_id"]
+    summary = json.loads((case / "result.json").read_text())
+    mask = nib.load(case / "mask.nii.gz")
+    source = nib.load(image)
+    assert mask.shape == source.shape
+    np.testing.assert_allclose(mask.affine, source.affine)
+    voxel_ml = float(np.prod(source.header.get_zooms()[:3])) / 1000
+    assert summary["blood_volume_ml"] == pytest.approx(
+        float(np.asarray(mask.dataobj).sum()) * voxel_ml, rel=1e-4
+    )
+    assert summary["metrics"]["volume_true_ml"] == pytest.approx(
+        float(np.asarray(nib.load(label).dataobj).astype(bool).sum()) * voxel_ml, rel=1e-4
+    )
+    assert row["patient_id"] in result.stdout and "mL" in result.stdout
+    assert (case / "overlay.png").stat().st_size > 0
+
+    # The same command again must not replace the result.
+    before = (case / "result.json").stat().st_mtime_ns
+    again = sah("sah-predict", str(image), "--model", str(ckpt), "--out", str(out), cwd=workdir)
+    assert again.returncode == 2
+    assert "--overwrite" in again.stderr
+    assert (case / "result.json").stat().st_mtime_ns == before
+
+
+def test_predict_via_mlflow_run_id(trained, tiny_manifest: Path) -> None:
+    workdir, run_id, _ = trained
+    import pandas as pd
+
+    image = tiny_manifest.parent / pd.read_csv(tiny_manifest).iloc[1]["image"]
+    result = sah(
+        "sah-predict",
+        str(image),
+        "--model",
+        f"mlflow:{run_id}",
+        "--tracking-uri",
+        f"sqlite:///{workdir}/mlflow.db",
+        "--out",
+        str(workdir / "p2"),
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mL" in result.stdout

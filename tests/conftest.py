@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny synthetic cohort and an isolated MLflow store per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# A cohort small enough to generate in seconds: 6 patients, 64 x 64 in-plane at 2.5 mm.
+TINY_COHORT = {"kind": "sah", "n_patients": 6, "seed": 0, "matrix": 64, "spacing_mm": 2.5}
+
+
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the whole test session, so the tiny cohort is generated once."""
+    return tmp_path_factory.mktemp("sah-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(cache_root: Path) -> Path:
+    from sah.data.synthetic import SynthConfig, ensure_cohort
+
+    return Path(ensure_cohort(SynthConfig(**TINY_COHORT), cache_root=cache_root))
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(cache_root: Path, tiny_manifest: Path):
+    """Build sah-train overrides for a run of seconds on the tiny cohort, isolated in a folder."""
+    return lambda workdir: tiny_train_overrides(cache_root, workdir)
+
+
+def tiny_train_overrides(cache_root: Path, workdir: Path) -> list[str]:
+    return [
+        f"paths.cache_dir={cache_root}",
+        f"paths.root_dir={workdir}",
+        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+        f"hydra.run.dir={workdir}/run",
+        "data.manifest.config.n_patients=6",
+        "data.manifest.config.matrix=64",
+        "data.manifest.config.spacing_mm=2.5",
+        "data.slice_size=64",
+        "data.batch_size=4",
+        "data.slices_per_epoch=8",
+        "trainer.max_epochs=1",
+        "callbacks.progress=null",
+    ]
