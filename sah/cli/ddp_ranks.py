@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -110,6 +111,8 @@ def ddp_ranks(cfg: DictConfig) -> Iterator[None]:
     os.environ.update(shared, RANK="0", LOCAL_RANK="0")
     command = rank_command()
     log.info("starting DDP ranks 1..%d: %s", n - 1, " ".join(command))
+    record = Path(str(HydraConfig.get().runtime.output_dir)) / "ddp_rank_command.txt"
+    record.write_text(" ".join(command) + "\n")
     procs = [
         subprocess.Popen(command, env={**os.environ, "RANK": str(r), "LOCAL_RANK": str(r)})
         for r in range(1, n)
