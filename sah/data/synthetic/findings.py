@@ -54,3 +54,27 @@ def modified_fisher(thickness_mm: float, sah_ml: float, ivh_ml: float) -> int:
         return 0
     thick = thickness_mm >= THICK_CLOT_MM
     return (3 if thick else 1) + (1 if ivh else 0)
+
+
+def summarise(
+    label: np.ndarray,
+    kind_map: np.ndarray,
+    cistern: np.ndarray,
+    spacing: tuple[float, float, float],
+) -> dict[str, float | int]:
+    """All findings of one patient: total and per-kind volumes, thickest cisternal clot, grade.
+
+    ``kind_map`` holds 1 + the index in LESION_KINDS of each labelled voxel's dominant lesion;
+    ``cistern`` marks basal cisterns and fissures.
+    """
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    volumes = lesion_volumes(label, kind_map, voxel_ml)
+    subarachnoid = np.isin(kind_map, [LESION_KINDS.index(k) + 1 for k in ("sah", "tsah")])
+    thickness = max_clot_thickness_mm(subarachnoid, cistern, spacing)
+    sah_ml = volumes["sah_volume_ml"] + volumes["tsah_volume_ml"]
+    return {
+        "blood_volume_ml": round(float((label > 0).sum()) * voxel_ml, 3),
+        **volumes,
+        "max_cisternal_thickness_mm": thickness,
+        "modified_fisher": modified_fisher(thickness, sah_ml, volumes["ivh_volume_ml"]),
+    }

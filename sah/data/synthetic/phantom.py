@@ -175,20 +175,9 @@ def simulate(config: SynthConfig, index: int, anatomy: Anatomy | None = None) ->
     noisy = image_clean + _ct_noise(rng, image_clean.shape, noise_sd)
     image = np.clip(np.rint(noisy), *HU_LIMITS).astype(np.int16)
 
-    voxel_ml = geometry.voxel_ml
-    volumes = findings.lesion_volumes(label, kind_map, voxel_ml)
-    subarachnoid = (kind_map == kinds.index("sah") + 1) | (kind_map == kinds.index("tsah") + 1)
-    thickness = findings.max_clot_thickness_mm(
-        subarachnoid, fractions["cistern"] >= 0.5, geometry.spacing
-    )
-    sah_ml = volumes["sah_volume_ml"] + volumes["tsah_volume_ml"]
-    clot_hu = [float(x.hu[x.fraction > 0].min()) for x in lesions if (x.fraction > 0).any()]
-    clot_hu_max = [float(x.hu[x.fraction > 0].max()) for x in lesions if (x.fraction > 0).any()]
+    clot = [x.hu[x.fraction > 0] for x in lesions if (x.fraction > 0).any()]
     result = {
-        "blood_volume_ml": round(float(label.sum()) * voxel_ml, 3),
-        **volumes,
-        "max_cisternal_thickness_mm": thickness,
-        "modified_fisher": findings.modified_fisher(thickness, sah_ml, volumes["ivh_volume_ml"]),
+        **findings.summarise(label, kind_map, fractions["cistern"] >= 0.5, geometry.spacing),
         **details,
         "slice_mm": geometry.spacing[2],
         "noise_hu": round(noise_sd, 2),
@@ -203,7 +192,10 @@ def simulate(config: SynthConfig, index: int, anatomy: Anatomy | None = None) ->
         tissue_hu=hu,
         fractions=fractions,
         kind_map=kind_map,
-        blood_hu_range=(min(clot_hu, default=0.0), max(clot_hu_max, default=0.0)),
+        blood_hu_range=(
+            min((float(c.min()) for c in clot), default=0.0),
+            max((float(c.max()) for c in clot), default=0.0),
+        ),
         findings=result,
     )
 
