@@ -16,10 +16,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import nibabel as nib
@@ -106,6 +108,14 @@ def _write_manifest(rows: Iterable[dict[str, object]], path: Path) -> None:
             writer.writerow({k: row.get(k, "") for k in MANIFEST_COLUMNS})
 
 
+def _pool_context() -> BaseContext:
+    """Fork on Linux: workers inherit the loaded anatomy and need no ``__main__`` guard in the
+    caller's script (they only run numpy/scipy code); the platform default elsewhere."""
+    if sys.platform.startswith("linux"):
+        return get_context("fork")
+    return get_context()
+
+
 def _default_workers(n: int) -> int:
     return max(1, min(2, os.cpu_count() or 1, n))
 
@@ -128,6 +138,14 @@ def ensure_cohort(
         return manifest
     if final.exists():  # complete folders always hold a manifest: someone removed it
         raise DataError(final, f"cohort folder without {MANIFEST_NAME}", "delete the folder")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            final.parent,
+            f"cannot create the cache folder ({exc.strerror})",
+            "set SAH_CACHE_DIR or paths.cache_dir to a writable folder",
+        ) from exc
     load_anatomy(config.anatomy_mm, root)  # build the shared anatomy once, before any worker
     started = time.perf_counter()
     n = config.patients
@@ -138,7 +156,7 @@ def ensure_cohort(
         if workers == 1:
             rows = [write_patient(config, i, tmp, root) for i in range(n)]
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
                 rows = list(pool.map(write_patient, [config] * n, range(n), [tmp] * n, [root] * n))
         _write_manifest(rows, tmp / MANIFEST_NAME)
         provenance = {
