@@ -1,13 +1,17 @@
-"""The segmentation LightningModule: slices in, per-patient 3D scores out."""
+"""The segmentation LightningModule: slices or 3D patches in, per-patient 3D scores out."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from torch import nn
 
-from sah.tasks.losses import get_loss
+from sah.errors import ConfigError
+from sah.tasks.losses import foreground_probability, get_loss
+from sah.tasks.sliding_window import sliding_window_from
 
 
 def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -20,15 +24,22 @@ def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
 @torch.no_grad()
 def predict_slices(net: nn.Module, slices: torch.Tensor, chunk: int = 32) -> torch.Tensor:
     """Probabilities for a (z, 1, H, W) stack, evaluated in chunks to bound memory."""
-    out = [torch.sigmoid(net(slices[i : i + chunk])) for i in range(0, slices.shape[0], chunk)]
+    out = [
+        foreground_probability(net(slices[i : i + chunk])) for i in range(0, slices.shape[0], chunk)
+    ]
     return torch.cat(out)[:, 0]
 
 
 class SegmentationTask(L.LightningModule):
-    """Trains any 2D net on slices and scores whole validation patients with 3D Dice.
+    """Trains a 2D net on slices or a 3D net on patches; scores whole validation patients with
+    3D Dice.
 
     The net arrives ready: pre-trained weights loaded and adapters injected by the caller, so
-    the optimiser simply takes whatever still requires grad.
+    the optimiser simply takes whatever still requires grad. It may give one logit (sigmoid) or
+    two channels (softmax); losses and probabilities handle both (``sah.tasks.losses``).
+    Validation batches say which kind they are: a stack of slices (z, 1, H, W) is predicted
+    slice by slice, a volume (1, 1, x, y, z) by sliding windows of ``roi_size`` with Gaussian
+    blending (``sah.tasks.sliding_window``), mirrored along ``tta_flip_axes`` if given.
     """
 
     def __init__(
@@ -38,6 +49,10 @@ class SegmentationTask(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         threshold: float = 0.5,
+        roi_size: Sequence[int] | None = None,
+        sw_batch_size: int = 4,
+        sw_overlap: float = 0.25,
+        tta_flip_axes: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.net = net
@@ -45,6 +60,9 @@ class SegmentationTask(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.threshold = threshold
+        self.sliding_window = sliding_window_from(
+            roi_size, sw_batch_size, sw_overlap, tta_flip_axes
+        )
         self.val_scores: dict[str, float] = {}
         self.val_predictions: dict[str, np.ndarray] = {}
 
@@ -62,13 +80,27 @@ class SegmentationTask(L.LightningModule):
         self.val_predictions = {}
 
     def validation_step(self, batch: dict[str, object], batch_idx: int) -> None:
-        prob = predict_slices(self.net, batch["image"])  # type: ignore[arg-type]
-        pred = (prob >= self.threshold).cpu().numpy()
+        image: torch.Tensor = batch["image"]  # type: ignore[assignment]
         truth = batch["label"].cpu().numpy().astype(bool)  # type: ignore[union-attr]
         pid = str(batch["patient_id"])
+        if image.ndim == 5:  # one whole volume (1, 1, x, y, z): already (x, y, z)
+            pred = (self.volume_probability(image) >= self.threshold).cpu().numpy()
+        else:  # a stack of slices (z, 1, H, W): kept as (x, y, z) for the later evaluation
+            prob = predict_slices(self.net, image)
+            pred = (prob >= self.threshold).cpu().numpy()
+            truth, pred = truth.transpose(1, 2, 0), pred.transpose(1, 2, 0)
         self.val_scores[pid] = dice_score(pred, truth)
-        # Kept as (x, y, z) for the evaluation that follows fit.
-        self.val_predictions[pid] = pred.transpose(1, 2, 0)
+        self.val_predictions[pid] = pred
+
+    def volume_probability(self, image: torch.Tensor) -> torch.Tensor:
+        """Blood probability (x, y, z) of one volume (1, 1, x, y, z) by sliding windows."""
+        if self.sliding_window is None:
+            raise ConfigError(
+                "task.module.roi_size",
+                "validation gives whole 3D volumes but no sliding-window ROI is set",
+                "set task.module.roi_size (e.g. the training patch size, data.patch_size)",
+            )
+        return self.sliding_window.probability(self.net, image)
 
     def on_validation_epoch_end(self) -> None:
         if self.val_scores:
