@@ -1,0 +1,317 @@
+"""LightningDataModule for 3D nets: random patches for training, whole volumes for validation.
+
+Each case goes through the Swin UNETR study's deterministic preprocessing once
+(``SwinPreprocess``: RAS, resampling, normalisation over the head, crop to the head, padding to
+the patch size), stored by ``PreprocessCache`` under ``<cache dir>/preprocess`` and then held in
+memory. Training draws patches centred on blood with probability ``pos_fraction``, else on the
+head (MONAI ``RandCropByPosNegLabeld``), mirrored at random; validation and evaluation use the
+whole preprocessed volumes, so every metric is computed in that grid.
+
+Splits are by patient: ``n_folds`` folds stratified by hemorrhage-volume bin as for 2D nets,
+the fold ``fold`` held out. The study's 70/10/20 split is ``n_folds=5`` (20 % held out) with
+``selection_fraction=0.125`` (10 % of the cohort taken from the training patients to pick the
+best checkpoint, so the held-out patients never influence training). Patients of
+``external_sites`` (manifest column ``site``) are left out of all folds: an external cohort.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sah.data.datamodule import volume_bin
+from sah.data.folds import assign_folds, site_split, split_fold
+from sah.data.preprocess.pipelines import Preprocess, build_preprocess
+from sah.data.preprocess.sampling import PosNegPatchSampler
+from sah.errors import ConfigError, DataError, SahError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class VolumeCase:
+    """One preprocessed patient: ``image`` float32 and ``label`` uint8, axes (x, y, z), in the
+    preprocessed grid of ``spacing`` mm; ``site`` from the manifest (None if absent)."""
+
+    patient_id: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, float, float]
+    site: str | None = None
+
+    @property
+    def blood_volume_ml(self) -> float:
+        return float(self.label.astype(bool).sum()) * float(np.prod(self.spacing)) / 1000.0
+
+
+def load_volume_cases(
+    manifest: str | Path,
+    pipeline: Preprocess,
+    cache_root: str | Path | None = None,
+    on_error: str = "raise",
+) -> tuple[list[VolumeCase], list[str]]:
+    """Every labelled case of a manifest, preprocessed (through the cache); with
+    ``on_error='skip'`` bad cases are listed instead of stopping the run."""
+    from sah.data.manifest import read_manifest
+    from sah.data.preprocess_cache import PreprocessCache
+
+    if on_error not in ("raise", "skip"):
+        raise ConfigError("data.on_error", f"must be 'raise' or 'skip', got {on_error!r}")
+    table = read_manifest(manifest, check_files=on_error == "raise")
+    if "label" not in table.columns:
+        raise ConfigError(
+            "data.manifest",
+            f"{manifest} has no 'label' column; segmentation training needs a label per patient",
+        )
+    cache = PreprocessCache(None if cache_root is None else Path(cache_root) / "preprocess")
+    has_site = "site" in table.columns
+    cases: list[VolumeCase] = []
+    skipped: list[str] = []
+    for row in table.itertuples(index=False):
+        try:
+            if row.label is None:
+                raise DataError(manifest, f"patient {row.patient_id} has no label", "add one")
+            case = cache.get_or_compute(row.image, row.label, pipeline)
+        except SahError as err:
+            if on_error == "raise":
+                raise
+            log.warning("skipping patient %s: %s", row.patient_id, err)
+            skipped.append(f"{row.patient_id}: {err}")
+            continue
+        cases.append(
+            VolumeCase(
+                str(row.patient_id),
+                case.image,
+                (case.label > 0).astype(np.uint8),  # type: ignore[operator]
+                case.spacing,
+                row.site if has_site else None,
+            )
+        )
+    if not cases:
+        raise ConfigError("data.manifest", f"no usable patient in {manifest}")
+    log.info("preprocessed cases: %s", cache.stats)
+    return cases, skipped
+
+
+class RandomPatches(Dataset):
+    """``patches_per_epoch`` random patches, spread evenly over the training cases.
+
+    Item ``i`` comes from case ``i % n_cases``; where in it, and which axes of ``flip_axes``
+    are mirrored (each with ``flip_prob``), is drawn anew at every access.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[VolumeCase],
+        patch_size: Sequence[int],
+        patches_per_epoch: int,
+        pos_fraction: float = 0.5,
+        flip_prob: float = 0.5,
+        flip_axes: Sequence[int] = (0,),
+        seed: int = 0,
+    ) -> None:
+        if not cases:
+            raise ConfigError("data.fold", "no training patient left in this split")
+        self.samplers = [
+            PosNegPatchSampler(c.image, c.label, patch_size, pos_fraction) for c in cases
+        ]
+        self.patches_per_epoch = int(patches_per_epoch)
+        self.flip_prob = float(flip_prob)
+        self.flip_axes = tuple(int(a) for a in flip_axes)
+        self.seed = seed
+        self._draws = 0
+
+    def __len__(self) -> int:
+        return self.patches_per_epoch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        self._draws += 1  # distinct randomness for repeated draws of the same index
+        rng = np.random.default_rng([self.seed, i, self._draws])
+        patch = self.samplers[i % len(self.samplers)](rng)
+        image, label = patch.image, patch.label
+        flipped = [a for a in self.flip_axes if rng.random() < self.flip_prob]
+        if flipped:
+            image, label = np.flip(image, flipped), np.flip(label, flipped)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
+            "label": torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None],
+            "positive": torch.tensor(patch.positive),  # centred on blood (pos_fraction's draw)
+        }
+
+
+class WholeVolumes(Dataset):
+    """Whole preprocessed cases: ``image`` (1, x, y, z), ``label`` (x, y, z) uint8."""
+
+    def __init__(self, cases: Sequence[VolumeCase]) -> None:
+        self.cases = list(cases)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        case = self.cases[i]
+        return {
+            "patient_id": case.patient_id,
+            "image": torch.from_numpy(np.ascontiguousarray(case.image))[None],
+            "label": torch.from_numpy(np.ascontiguousarray(case.label)),
+            "spacing": torch.tensor(case.spacing, dtype=torch.float64),
+        }
+
+
+def collate_volume(batch: list[dict[str, object]]) -> dict[str, object]:
+    """Volumes differ in shape, so a validation 'batch' is one case with a batch axis added."""
+    if len(batch) != 1:
+        raise ValueError("volume loaders take batch_size=1")
+    item = dict(batch[0])
+    item["image"] = item["image"][None]  # type: ignore[index]
+    return item
+
+
+class PatchDataModule(L.LightningDataModule):
+    """Patients of one fold for a 3D net: random patches to train on, whole volumes to score.
+
+    After ``setup``: ``train_cases``; ``val_cases`` (the held-out fold, scored after training);
+    ``monitor_cases`` (validated every epoch to pick the best checkpoint: ``val_cases``, or a
+    separate selection set when ``selection_fraction > 0``); ``external_cases``; ``skipped``.
+    ``preprocess`` holds ``SwinPreprocess`` fields; ``min_shape`` defaults to ``patch_size``.
+    """
+
+    spatial_dims = 3
+
+    def __init__(
+        self,
+        manifest: str | Path,
+        fold: int = 0,
+        n_folds: int = 3,
+        split_seed: int = 0,
+        preprocess: Mapping[str, Any] | None = None,
+        patch_size: Sequence[int] = (128, 128, 64),
+        batch_size: int = 2,
+        patches_per_epoch: int = 64,
+        pos_fraction: float = 0.5,
+        flip_prob: float = 0.5,
+        flip_axes: Sequence[int] = (0,),
+        selection_fraction: float = 0.0,
+        external_sites: Sequence[str] = (),
+        num_workers: int = 0,
+        on_error: str = "raise",
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.manifest = Path(manifest)
+        self.fold, self.n_folds, self.split_seed = fold, n_folds, split_seed
+        self.patch_size = _patch_size(patch_size)
+        settings = {"min_shape": self.patch_size, **dict(preprocess or {})}
+        self.pipeline = build_preprocess("swin", **settings)
+        self.batch_size = batch_size
+        self.patches_per_epoch = patches_per_epoch
+        self.pos_fraction = pos_fraction
+        self.flip_prob = flip_prob
+        self.flip_axes = tuple(flip_axes)
+        if not 0.0 <= selection_fraction < 1.0:
+            raise ConfigError(
+                "data.selection_fraction", f"must be in [0, 1), got {selection_fraction!r}"
+            )
+        self.selection_fraction = selection_fraction
+        self.external_sites = [str(s) for s in external_sites]
+        self.num_workers = num_workers
+        self.on_error = on_error
+        self.cache_dir = cache_dir
+        self.skipped: list[str] = []
+        self.train_cases: list[VolumeCase] = []
+        self.val_cases: list[VolumeCase] = []
+        self.monitor_cases: list[VolumeCase] = []
+        self.external_cases: list[VolumeCase] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_cases:
+            return
+        from sah.data.cache import cache_dir
+
+        cases, self.skipped = load_volume_cases(
+            self.manifest, self.pipeline, cache_dir(self.cache_dir), self.on_error
+        )
+        by_id = {c.patient_id: c for c in cases}
+        internal = list(by_id)
+        if self.external_sites:
+            sites = {c.patient_id: c.site or "" for c in cases}
+            internal, external = site_split(sites, self.external_sites)
+            self.external_cases = [by_id[i] for i in external]
+        strata = [volume_bin(by_id[i].blood_volume_ml) for i in internal]
+        train_ids, val_ids = split_fold(
+            internal, self.fold, self.n_folds, self.split_seed, strata=strata
+        )
+        selection_ids = self._selection(train_ids, by_id)
+        self.train_cases = [by_id[i] for i in train_ids if i not in selection_ids]
+        self.val_cases = [by_id[i] for i in val_ids]
+        self.monitor_cases = [by_id[i] for i in sorted(selection_ids)] or self.val_cases
+
+    def _selection(self, train_ids: list[str], by_id: dict[str, VolumeCase]) -> set[str]:
+        """About ``selection_fraction`` of the training patients, stratified like the folds."""
+        if self.selection_fraction == 0.0:
+            return set()
+        parts = max(2, round(1.0 / self.selection_fraction))
+        if len(train_ids) < parts:
+            raise ConfigError(
+                "data.selection_fraction",
+                f"{self.selection_fraction} of {len(train_ids)} training patients is no patient",
+                "use more patients or selection_fraction=0",
+            )
+        strata = [volume_bin(by_id[i].blood_volume_ml) for i in train_ids]
+        parts_of = assign_folds(train_ids, parts, self.split_seed + 1, strata)
+        return {p for p, part in parts_of.items() if part == 0}
+
+    def inference_spec(self) -> dict[str, object]:
+        """How a trained net sees a volume: stored in checkpoints for sah-predict."""
+        params = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in self.pipeline.params().items()
+        }
+        return {
+            "kind": "volume",
+            "preprocess": {"name": self.pipeline.name, **params},
+            "patch_size": list(self.patch_size),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = RandomPatches(
+            self.train_cases,
+            self.patch_size,
+            self.patches_per_epoch,
+            self.pos_fraction,
+            self.flip_prob,
+            self.flip_axes,
+            seed=self.split_seed,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            drop_last=len(dataset) >= self.batch_size,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            WholeVolumes(self.monitor_cases),
+            batch_size=1,
+            collate_fn=collate_volume,
+            num_workers=self.num_workers,
+        )
+
+
+def _patch_size(value: Sequence[int]) -> tuple[int, int, int]:
+    try:
+        size = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise ConfigError("data.patch_size", f"must be 3 positive integers, got {value!r}")
+    return size  # type: ignore[return-value]
