@@ -162,4 +162,4 @@ def traumatic_bleeds(
         add("ivh", ivh, (55.0, 70.0))
         kinds.append("ivh")
     hemisphere = "left" if side < 0 else "right"
-    return lesions, edema, {"bleed_site": f"trauma_{hemisphere}", "lesion_types": ";".join(kinds)}
+    return lesions, edema, {"bleed_site": f"impact_{hemisphere}", "lesion_types": ";".join(kinds)}
