@@ -34,7 +34,7 @@ from sah.data.cache import atomic_file, cache_dir, commit_file, content_key
 from sah.data.synthetic.geodesic import geodesic_distance, voxels_near
 from sah.errors import DataError
 
-ANATOMY_VERSION = 1
+ANATOMY_VERSION = 2
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",

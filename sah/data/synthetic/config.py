@@ -9,7 +9,7 @@ from typing import Literal
 from sah.errors import ConfigError
 
 # Bump whenever generated content changes for the same config, so stale caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 KINDS = ("sah", "tbi")
 DEFAULT_N = {"sah": 30, "tbi": 124}  # the LoRA study's cohorts (fine-tuning / pre-training)
