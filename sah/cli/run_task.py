@@ -81,6 +81,7 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
     adapter = adapter_settings(cfg)
     adapted = prepare_network(net, init_checkpoint(cfg), adapter)
     module = instantiate(cfg.task.module)(net=net)
+    spatial_dims = checked_spatial_dims(cfg, choices, datamodule, module)
 
     experiment = cfg.tracking.experiment or cfg.task.experiment_name
     client = get_client(cfg.tracking.uri)
@@ -132,22 +133,30 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
     if worker:
         return None
 
-    rows, masks = evaluate_patients(
-        module.net, datamodule.val_patients, datamodule.window, datamodule.slice_size
-    )
-    per_patient = write_rows(rows, out_dir / "per_patient_metrics.csv")
-    summary = summarise(rows)
-    client.log_batch(run_id, metrics=metric_entities(summary, step=trainer.global_step))
-    figure = save_overlays(
-        [
+    if spatial_dims == 3:
+        rows, panels, window = evaluate_3d(module, datamodule.val_cases)
+    else:
+        rows, masks = evaluate_patients(
+            module.net, datamodule.val_patients, datamodule.window, datamodule.slice_size
+        )
+        panels = [
             (pv.patient_id, pv.image_hu, pv.label, masks[pv.patient_id])
             for pv in datamodule.val_patients[:4]
-        ],
-        out_dir / "validation_overlays.png",
-    )
+        ]
+        window = (0.0, 80.0)
+    per_patient = write_rows(rows, out_dir / "per_patient_metrics.csv")
+    summary = summarise(rows)
+    reports = [per_patient]
+    if getattr(datamodule, "external_cases", None):
+        external_rows, _, _ = evaluate_3d(module, datamodule.external_cases)
+        reports.append(write_rows(external_rows, out_dir / "external_per_patient_metrics.csv"))
+        external = summarise(external_rows)
+        summary.update({"external/" + k.removeprefix("val/"): v for k, v in external.items()})
+    client.log_batch(run_id, metrics=metric_entities(summary, step=trainer.global_step))
+    figure = save_overlays(panels, out_dir / "validation_overlays.png", window)
     config_file = out_dir / "resolved_config.yaml"
     config_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    for path in (per_patient, figure, config_file):
+    for path in (*reports, figure, config_file):
         log_artifact(client, run_id, path)
     best = best_checkpoint(trainer)
     if best is not None:
@@ -160,6 +169,37 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
     value = objective_values(cfg, {**summary, "trainable_params": float(trainable)})
     print_summary(summary, run_id, experiment, cfg)
     return value
+
+
+def checked_spatial_dims(cfg: DictConfig, choices: dict[str, str], datamodule, module) -> int:
+    """2 (slices) or 3 (patches and whole volumes), as the data gives; the model must agree."""
+    data_dims = int(getattr(datamodule, "spatial_dims", 2))
+    model_dims = int(cfg.model.get("spatial_dims", 2))
+    if data_dims != model_dims:
+        fix = "data=synthetic_sah_3d or data=manifest_3d" if model_dims == 3 else "a 2D data option"
+        raise ConfigError(
+            "data",
+            f"model {choices.get('model', '?')!r} is {model_dims}D but data "
+            f"{choices.get('data', '?')!r} gives {data_dims}D inputs",
+            f"use {fix}",
+        )
+    if data_dims == 3 and getattr(module, "sliding_window", None) is None:
+        raise ConfigError(
+            "task.module.roi_size", "3D data needs a sliding-window ROI", "e.g. [128, 128, 64]"
+        )
+    return data_dims
+
+
+def evaluate_3d(module, cases) -> tuple[list[dict[str, Any]], list[tuple], tuple[float, float]]:
+    """Per-patient rows on whole preprocessed volumes, overlay panels for the first four, and a
+    display window for their normalised intensities."""
+    from sah.tasks.evaluate import evaluate_volumes
+    from sah.tasks.overlay import intensity_window
+
+    rows, masks = evaluate_volumes(module.net, cases, module.sliding_window, module.threshold)
+    panels = [(c.patient_id, c.image, c.label, masks[c.patient_id]) for c in cases[:4]]
+    window = intensity_window(cases[0].image) if cases else (0.0, 1.0)
+    return rows, panels, window
 
 
 def objective_values(cfg: DictConfig, outcomes: dict[str, float]) -> float | list[float]:

@@ -1,4 +1,10 @@
-"""Per-patient evaluation of a trained segmentation net on whole validation volumes."""
+"""Per-patient evaluation of a trained segmentation net on whole validation volumes.
+
+2D nets are evaluated in the input's own grid (slice by slice). 3D nets are evaluated in the
+grid their data was preprocessed to (e.g. the Swin UNETR study's 1.5x1.5x2.0 mm, cropped to the
+head and padded to the patch size): masks are not resampled back, and the metrics in mm and mL
+use that grid's spacing. Specificity then counts the voxels of that grid only.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from sah.data.patches import VolumeCase
 from sah.data.slices import PatientVolume, apply_window, center_crop_or_pad
 from sah.metrics import segmentation_metrics
 from sah.tasks.segmentation import predict_slices
+from sah.tasks.sliding_window import SlidingWindow
 
 
 def predict_volume(
@@ -77,6 +85,38 @@ def evaluate_patients(
         masks[pv.patient_id] = pred
         metrics = segmentation_metrics(pred, pv.label.astype(bool), pv.spacing)
         rows.append({"patient_id": pv.patient_id, **metrics})
+    return rows, masks
+
+
+def predict_volume_3d(
+    net: nn.Module,
+    image: np.ndarray,
+    window: SlidingWindow,
+    threshold: float = 0.5,
+) -> np.ndarray:
+    """Binary mask (x, y, z) of a preprocessed volume by sliding windows, in the same grid."""
+    device = next(net.parameters()).device
+    net.eval()
+    volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    prob = window.probability(net, volume.to(device))
+    return (prob >= threshold).cpu().numpy()
+
+
+def evaluate_volumes(
+    net: nn.Module,
+    cases: Sequence[VolumeCase],
+    window: SlidingWindow,
+    threshold: float = 0.5,
+) -> tuple[list[dict[str, object]], dict[str, np.ndarray]]:
+    """Metrics per patient (the full clinical suite, in the preprocessed grid's spacing) and the
+    predicted masks by patient id, for 3D nets on preprocessed volumes."""
+    rows: list[dict[str, object]] = []
+    masks: dict[str, np.ndarray] = {}
+    for case in cases:
+        pred = predict_volume_3d(net, case.image, window, threshold)
+        masks[case.patient_id] = pred
+        metrics = segmentation_metrics(pred, case.label.astype(bool), case.spacing)
+        rows.append({"patient_id": case.patient_id, **metrics})
     return rows, masks
 
 

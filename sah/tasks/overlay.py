@@ -8,6 +8,18 @@ from pathlib import Path
 import numpy as np
 
 
+def intensity_window(
+    image: np.ndarray, percentiles: tuple[float, float] = (1, 99)
+) -> tuple[float, float]:
+    """A display window for images that are not in HU (e.g. normalised for a 3D net): the
+    given percentiles of the non-zero (head) voxels."""
+    values = image[image != 0]
+    if values.size == 0:
+        return (0.0, 1.0)
+    low, high = np.percentile(values, percentiles)
+    return float(low), float(max(high, low + 1e-6))
+
+
 def save_overlays(
     cases: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]],
     path: str | Path,
