@@ -62,7 +62,8 @@ def make_imputer(method: str, seed: int) -> BaseEstimator:
         from sklearn.experimental import enable_iterative_imputer  # noqa: F401
         from sklearn.impute import IterativeImputer
 
-        return IterativeImputer(max_iter=10, random_state=seed, keep_empty_features=True)
+        # keep_empty_features=True would write into pandas' read-only arrays (copy-on-write).
+        return IterativeImputer(max_iter=10, random_state=seed)
     raise ConfigError("task.imputation", f"unknown method {method!r}", f"use one of {IMPUTATIONS}")
 
 
