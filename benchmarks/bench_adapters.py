@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "--paths",
         nargs="+",
         default=["auto"],
-        choices=["auto", "weight", "lowrank"],
+        choices=["auto", "weight", "lowrank", "lowrank_taps"],
         help="compute paths to time for our methods (weight/lowrank validate the cost model)",
     )
     parser.add_argument("--no-peft", action="store_true")

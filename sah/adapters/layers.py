@@ -15,9 +15,9 @@ from .config import AdapterConfig, AdapterError
 from .factors import Factorisation, factorisation_class
 from .geometry import Geometry, geometry_of
 from .lowrank import LowRankConv, LowRankPlan, group_mix
-from .pathcost import prefer_lowrank
+from .pathcost import choose_path, taps_apply
 
-COMPUTE_PATHS = ("auto", "weight", "lowrank")
+COMPUTE_PATHS = ("auto", "weight", "lowrank", "lowrank_taps")
 
 
 class AdapterLayer(nn.Module):
@@ -123,8 +123,9 @@ class AdapterLayer(nn.Module):
         output_padding = self._call_output_padding(x, args, kwargs)
         if self.training and not isinstance(self.dropout, nn.Identity):
             return self._forward_dropout(x, output_padding)
-        if self._use_lowrank(x):
-            return self._forward_lowrank(x, output_padding)
+        path = self._training_path()
+        if path != "weight":
+            return self._forward_lowrank(x, output_padding, taps=path == "lowrank_taps")
         return self._base_op(x, self.effective_weight(), output_padding)
 
     def _call_output_padding(self, x, args, kwargs) -> tuple[int, ...] | None:
@@ -163,14 +164,17 @@ class AdapterLayer(nn.Module):
             base.dilation,
         )
 
-    def _use_lowrank(self, x: torch.Tensor) -> bool:
+    def _training_path(self) -> str:
+        """``weight``, ``lowrank`` or ``lowrank_taps`` for a step that needs factor gradients."""
         if not torch.is_grad_enabled() or self.base_layer.weight.requires_grad:
-            return False
+            return "weight"
         if not any(p.requires_grad for p in self.adapter_parameters()):
-            return False
+            return "weight"
         if self.compute_path == "auto":
-            return prefer_lowrank(self, x)
-        return self.compute_path == "lowrank"
+            return choose_path(self)
+        if self.compute_path == "lowrank_taps" and not taps_apply(self):
+            return "lowrank"
+        return self.compute_path
 
     def _to_batched(self, x: torch.Tensor):
         """Flatten a linear layer's leading dims; add the batch axis of an unbatched conv input."""
@@ -182,7 +186,7 @@ class AdapterLayer(nn.Module):
             return x.unsqueeze(0), lambda y: y.squeeze(0)
         return x, lambda y: y
 
-    def _forward_lowrank(self, x, output_padding) -> torch.Tensor:
+    def _forward_lowrank(self, x, output_padding, taps: bool) -> torch.Tensor:
         geo = self.geometry
         x, restore = self._to_batched(x)
         padded = geo.pad_input(x)
@@ -194,7 +198,7 @@ class AdapterLayer(nn.Module):
             if not self.detach_norm:  # the exact norm gradient flows through the factors
                 source = self.base_layer.weight + self.get_delta_weight()
             channel_scale = self._channel_scale(source)
-        plan = LowRankPlan(geo, self.factors, self.scale, output_padding)
+        plan = LowRankPlan(geo, self.factors, self.scale, output_padding, taps)
         out = LowRankConv.apply(
             padded,
             direction,

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .taps import taps_conv, taps_weight_grad
+
 
 def _mix(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``out[n, (g, a)] = sum_b weight[g, a, b] x[n, (g, b)]`` over flattened positions."""
@@ -75,6 +77,7 @@ class LowRankPlan:
     factors: Any
     scale: float
     output_padding: tuple[int, ...] | None
+    taps: bool = False  # dense in-stage evaluated per kernel tap (see taps.py)
 
 
 def _input_grad(plan: LowRankPlan, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
@@ -176,12 +179,17 @@ class LowRankConv(torch.autograd.Function):
         grad_out_factor = None
         want_stage = [needs[6 + k] for k in range(len(stage_params))]
         if needs[4] or any(want_stage):
+            x = x.detach()
             with torch.enable_grad():
                 leaves = [
                     p.detach().requires_grad_(w)
                     for p, w in zip(stage_params, want_stage, strict=True)
                 ]
-                z = plan.factors.in_stage(x.detach(), leaves, plan.output_padding)
+                if plan.taps:
+                    stage_weight = plan.factors.stage_weight(leaves)
+                    z = taps_conv(x, stage_weight.detach(), geo)
+                else:
+                    z = plan.factors.in_stage(x, leaves, plan.output_padding)
             if needs[4]:
                 grad_out_factor = _mix_weight_grad(grad, z.detach(), g) * plan.scale
                 if channel_scale is not None:
@@ -189,6 +197,10 @@ class LowRankConv(torch.autograd.Function):
             if any(want_stage):
                 grad_z = _mix(mix.transpose(1, 2) * plan.scale, grad)
                 wanted = [p for p, w in zip(leaves, want_stage, strict=True) if w]
-                computed = iter(torch.autograd.grad(z, wanted, grad_z))
+                if plan.taps:
+                    grad_weight = taps_weight_grad(x, grad_z, geo)
+                    computed = iter(torch.autograd.grad(stage_weight, wanted, grad_weight))
+                else:
+                    computed = iter(torch.autograd.grad(z, wanted, grad_z))
                 stage_grads = [next(computed) if w else None for w in want_stage]
         return grad_x, None, grad_bias, grad_scale, grad_out_factor, None, *stage_grads

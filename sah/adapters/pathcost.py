@@ -1,47 +1,48 @@
-"""Which compute path a training step of an adapted layer should take (a cost model).
+"""Which compute path a training step of an adapted layer takes (a cost model).
 
-Both paths compute the same forward. They differ in what the backward adds to the input
-gradient that any frozen-base step needs:
+Every path computes the same forward (one op with W') and the input gradient that any
+frozen-base step needs. They differ in how the factor gradients are obtained:
 
-- ``weight``: the full weight gradient ``dL/dW'`` (one convolution's worth of work, reading
-  the input and the output gradient), then cheap products into the factors;
-- ``lowrank``: the in-stage recomputed on the input plus its factor gradient, and two
-  channel mixes with the output gradient.
+- ``weight``: plain autograd through W' computes the full weight gradient ``dL/dW'`` (about
+  one convolution's work), then cheap products into the factors;
+- ``lowrank``: the in-stage ``z`` recomputed on the input, its factor gradient through the
+  projected output gradient, and two channel mixes with the output gradient (``lowrank.py``);
+  for a dense in-stage the thin convolutions either go to the CPU conv kernels or, with
+  ``lowrank_taps``, to one matrix product per kernel tap (``taps.py``); CP-LoRA's in-stage is
+  separable (a channel projection and a depthwise conv), cheap at any rank it is used with.
 
-Costs are in multiply-adds per output position. Thin convolutions (few output channels) run
-far below peak on CPU, so a thin pass is charged as if it had at least ``THIN_FLOOR``
-channels; the constants come from measurements on the 2-core CPU of the lab's benchmark
-(``benchmarks/bench_adapters.py`` reports both paths next to ``auto`` to check them).
+Costs are in multiply-adds per output position, with corrections measured on the
+benchmark's CPU (2-core AMD EPYC, PyTorch 2.13, 32- and 96-channel 3x3 convs at 256x256):
+a pass that streams a map through memory costs about ``PASS`` per channel whatever it
+computes, and the per-tap products are ``TAPS_EFFICIENCY`` times dearer than a conv's.
+``benchmarks/bench_adapters.py --paths weight lowrank lowrank_taps`` times each path to
+check the choice.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:
     from .layers import AdapterLayer
 
-THIN_FLOOR = 12  # a 3x3 conv with <= 16 outputs costs about as much as one with 12
-FUSED_WEIGHT_GRAD = 0.75  # input + weight gradient in one call cost ~1.75x one of them
-MIX_COST = 2.0  # a per-pixel channel mix is memory-bound: charge 2 per channel touched
+PASS = 10.0  # a memory-bound pass over one channel, in multiply-add equivalents
+FUSED_WEIGHT_GRAD = 0.85  # marginal cost of the weight gradient next to the input gradient
+TAPS_EFFICIENCY = 1.3  # multiply-adds of the per-tap products are ~1.3x dearer than a conv's
 
 
-def lowrank_cost(layer: AdapterLayer) -> float:
+def taps_apply(layer: AdapterLayer) -> bool:
+    """The per-tap evaluation handles dense in-stages of (non-transposed) convolutions."""
     geo = layer.geometry
-    factors = layer.factors
-    rank = factors.stage_rank * geo.groups  # channels between the two stages
-    k = geo.kernel_numel
-    mixes = MIX_COST * (geo.c_out + rank) * 2
-    if geo.kind == "linear" or geo.is_pointwise:
-        return 2.0 * rank * (geo.c_in + geo.c_out) / geo.groups + mixes
-    if type(factors).__name__ == "CPFactors":
-        projection = 2.0 * geo.c_in * max(factors.rank, 4)
-        depthwise = 3.0 * max(rank, THIN_FLOOR) * k
-        return projection + depthwise + mixes
-    thin = max(rank, THIN_FLOOR) * geo.in_per_group * k
-    return 2.0 * thin + mixes
+    return geo.kind == "conv" and layer.factors.dense_stage and not geo.is_pointwise
+
+
+def _input_ratio(layer: AdapterLayer) -> float:
+    """Input positions per output position."""
+    n = 1
+    for s in layer.geometry.stride:
+        n *= s
+    return 1.0 / n if layer.geometry.transposed else float(n)
 
 
 def weight_cost(layer: AdapterLayer) -> float:
@@ -49,6 +50,31 @@ def weight_cost(layer: AdapterLayer) -> float:
     return FUSED_WEIGHT_GRAD * geo.c_out * geo.in_per_group * geo.kernel_numel
 
 
-def prefer_lowrank(layer: AdapterLayer, x: torch.Tensor) -> bool:
-    """True when the low-rank gradient path is expected to be cheaper for this layer."""
-    return lowrank_cost(layer) < weight_cost(layer)
+def lowrank_costs(layer: AdapterLayer) -> dict[str, float]:
+    """Cost of each low-rank variant that applies to the layer."""
+    geo = layer.geometry
+    factors = layer.factors
+    rank = factors.stage_rank * geo.groups  # channels between the two stages
+    taps = geo.kernel_numel
+    read_x = PASS * geo.c_in * _input_ratio(layer)
+    mixes = 2 * PASS * (geo.c_out + rank)  # B^T gy and gy z^T
+    dora = 4 * PASS * geo.c_out if layer.is_dora else 0.0  # output scaling, dL/dm
+    extra = mixes + dora
+    if geo.kind == "linear" or geo.is_pointwise:
+        return {"lowrank": 2 * read_x + 2 * rank * geo.in_per_group + extra}
+    if not factors.dense_stage:  # CP: projection + depthwise conv on `rank` thin maps
+        depthwise = 3 * PASS * max(rank, 4) * taps / 9
+        return {"lowrank": 2 * read_x + 2 * rank * geo.in_per_group + depthwise + extra}
+    # A dense in-stage through the CPU conv kernels ("lowrank") measured no faster than the
+    # weight path at any rank (thin convs are slow, more so with many input channels), so
+    # only the per-tap evaluation competes.
+    if not taps_apply(layer):
+        return {}
+    per_pass = taps * geo.in_per_group
+    return {"lowrank_taps": 2 * (2 * read_x + TAPS_EFFICIENCY * per_pass * rank) + extra}
+
+
+def choose_path(layer: AdapterLayer) -> str:
+    """The cheapest path by the model: ``weight``, ``lowrank`` or ``lowrank_taps``."""
+    costs = {"weight": weight_cost(layer), **lowrank_costs(layer)}
+    return min(costs, key=costs.__getitem__)

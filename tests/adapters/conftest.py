@@ -13,6 +13,7 @@ from sah.adapters import AdapterConfig, inject
 LORA = ["lora_c", "conv_lora", "cp_lora"]
 DORA = ["dora_c", "conv_dora", "cp_dora"]
 METHODS = LORA + DORA
+PATHS = ("weight", "lowrank", "lowrank_taps")  # every way a training step can be evaluated
 
 
 def _layers() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:

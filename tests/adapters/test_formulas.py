@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LAYERS, METHODS, adapted, fresh_layer, randomise_adapter
+from conftest import LAYERS, METHODS, PATHS, adapted, fresh_layer, randomise_adapter
 from oracles import (
     delta_conv_lora,
     delta_cp,
@@ -56,7 +56,7 @@ def test_untrained_adapter_is_the_base_layer(layer_name, method):
     model.eval()
     assert torch.equal(model(x), base(x))
     model.train()
-    for path in ("weight", "lowrank"):
+    for path in PATHS:
         set_compute_path(model, path)
         torch.testing.assert_close(model(x), base(x), rtol=1e-12, atol=1e-12)
 
@@ -71,7 +71,7 @@ def test_forward_matches_independent_weight(layer_name, method):
     model.eval()
     assert rel_err(model(x).detach(), expected) < 1e-5
     model.train()
-    for path in ("weight", "lowrank"):
+    for path in PATHS:
         set_compute_path(model, path)
         assert rel_err(model(x).detach(), expected) < 1e-5, path
 
@@ -103,13 +103,14 @@ def test_lowrank_gradients_equal_autograd_on_effective_weight(layer_name, method
         xg = x.clone().requires_grad_()
         params = [p for p in model.parameters() if p.requires_grad]
         grads = {}
-        for path in ("weight", "lowrank"):
+        for path in PATHS:
             set_compute_path(model, path)
             y = model(xg)
             gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=y.dtype)
             grads[path] = torch.autograd.grad((y * gy).sum(), [xg, *params])
-        for got, want in zip(grads["lowrank"], grads["weight"], strict=True):
-            assert rel_err(got, want) < 1e-10
+        for path in PATHS[1:]:
+            for got, want in zip(grads[path], grads["weight"], strict=True):
+                assert rel_err(got, want) < 1e-10, path
 
 
 def test_transposed_conv_output_size_argument():
@@ -118,7 +119,7 @@ def test_transposed_conv_output_size_argument():
     randomise_adapter(model)
     size = [x.shape[2] * 2 + 2, x.shape[3] * 2 + 2]
     ref = plain_layer_with(base, oracle_weight(model, base, 1.0))
-    for path in ("weight", "lowrank"):
+    for path in PATHS:
         set_compute_path(model, path)
         out = model[0](x, output_size=size)
         assert out.shape[-2:] == tuple(size)
@@ -129,6 +130,6 @@ def test_unbatched_conv_input():
     base, x = fresh_layer("conv2d_dilated")
     model = adapted(base, "cp_dora")
     randomise_adapter(model)
-    for path in ("weight", "lowrank"):
+    for path in PATHS:
         set_compute_path(model, path)
         assert rel_err(model(x[0]).detach(), model(x).detach()[0]) < 1e-12

@@ -10,6 +10,7 @@ import copy
 
 import pytest
 import torch
+from conftest import PATHS
 from torch import nn
 
 from sah.adapters import AdapterConfig, inject, set_compute_path
@@ -70,7 +71,7 @@ def test_equals_peft(conv, method, rslora):
     if layer.is_dora:
         peft_params.append(peft_layer.lora_magnitude_vector["default"].weight)
     want_y, want = _grads(theirs, x, peft_params)
-    for path in ("weight", "lowrank"):
+    for path in PATHS:
         set_compute_path(ours, path)
         got_y, got = _grads(ours, x, layer.adapter_parameters())
         torch.testing.assert_close(got_y, want_y, rtol=1e-10, atol=1e-12)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LAYERS, METHODS, adapted, fresh_layer
+from conftest import LAYERS, METHODS, PATHS, adapted, fresh_layer
 from nets import TinySegNet
 from oracles import layer_dims
 
@@ -54,7 +54,7 @@ def _zero_factor_names(model) -> set[str]:
     return {n for n, _ in model.named_parameters() if n.endswith((".B", ".U"))}
 
 
-@pytest.mark.parametrize("path", ["weight", "lowrank"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("method", METHODS)
 def test_only_adapters_train_and_every_factor_moves(method, path):
     torch.manual_seed(0)
