@@ -3,12 +3,14 @@ and child runs, shared storages, failures, resumption, and bad input stopped bef
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from optuna.trial import TrialState
 from sweep_helpers import (
@@ -64,6 +66,7 @@ def test_a_failing_trial_fails_alone(run_app, workdir: Path) -> None:
     assert "injected failure at x=0.9" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_study(workdir: Path) -> None:
     storage = storage_of(workdir)
     args = [
@@ -103,6 +106,7 @@ def test_two_processes_share_one_study(workdir: Path) -> None:
     assert len(parents) == 1 and len(children) == 6  # one study, one parent run
 
 
+@pytest.mark.slow
 def test_a_study_resumes_where_it_stopped(run_app, workdir: Path) -> None:
     common = [*SWEEP, f"hydra.sweeper.storage={storage_of(workdir)}", "x=interval(0,1)"]
     first = run_app(*common, "hydra.sweeper.n_trials=2")
@@ -117,6 +121,7 @@ def test_a_study_resumes_where_it_stopped(run_app, workdir: Path) -> None:
     assert len(parents) == 1 and len(children) == 4  # the resumed study kept its parent run
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_retries_its_lost_trial(workdir: Path, run_app) -> None:
     storage = storage_of(workdir)
     common = [
@@ -194,3 +199,35 @@ def test_basic_multirun_gets_a_parent_run(run_app, workdir: Path) -> None:
     assert parents[0].info.status == "FINISHED"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert len(children) == 2
+
+
+@pytest.mark.slow
+def test_parallel_trials_each_get_their_own_gpu(run_app, workdir: Path) -> None:
+    """hydra/launcher=gpus: two trials at once, each in a fresh process seeing one GPU (the
+    GPU ids are stand-ins on this CPU machine; only CUDA_VISIBLE_DEVICES is checked)."""
+    result = run_app(
+        *SWEEP,
+        "hydra/launcher=sah_gpus",
+        "hydra.launcher.gpus=[0,1]",
+        f"hydra.launcher.lock_dir={workdir / 'locks'}",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4",
+        "x=interval(0,1)",
+        "sleep_s=4",
+        f"record_dir={workdir / 'jobs'}",
+    )
+    assert result.returncode == 0, tail(result)
+    jobs = [json.loads(p.read_text()) for p in (workdir / "jobs").glob("*.json")]
+    assert len(jobs) == 4 and len({j["pid"] for j in jobs}) == 4  # a fresh process per job
+    overlapping = [
+        (a, b)
+        for a in jobs
+        for b in jobs
+        if a["trial"] < b["trial"] and a["start"] < b["end"] and b["start"] < a["end"]
+    ]
+    assert overlapping, "no two trials ran at the same time"
+    for a, b in overlapping:
+        assert a["cuda_visible_devices"] != b["cuda_visible_devices"]
+    assert {j["cuda_visible_devices"] for j in jobs} == {"0", "1"}
+    trials = optuna_trials(storage_of(workdir, "multirun/optuna.db"), "app")
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)

@@ -100,6 +100,7 @@ def test_a_parent_run_that_does_not_exist(run_app, workdir: Path, sweeper: str) 
     assert_stopped_before_any_trial(result, workdir, "'tracking.parent_run_id'", "0123456789abcdef")
 
 
+@pytest.mark.slow
 def test_two_objectives_need_two_returned_values(run_app, workdir: Path) -> None:
     result = run_app(
         *SWEEP,
