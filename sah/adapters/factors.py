@@ -237,12 +237,18 @@ class CPFactors(Factorisation):
         v, *ks = params
         g, r = geo.groups, self.rank
         projected = group_mix(v.transpose(1, 2), x)  # (n, g r, ...)
-        if projected.dim() in _CHANNELS_LAST and projected.device.type == "cpu":
-            # CPU depthwise convs run ~5x faster channels-last; these maps are thin, cheap to copy.
-            projected = projected.contiguous(memory_format=_CHANNELS_LAST[projected.dim()])
         letters = "abcd"[: geo.dims]
         spec = ",".join(f"g{c}r" for c in letters) + f"->gr{letters}"
         depthwise = torch.einsum(spec, *ks).reshape(g * r, 1, *geo.kernel)
+        n = projected.shape[0]
+        if projected.device.type == "cpu" and projected.dim() in _CHANNELS_LAST:
+            # CPU depthwise convs run ~5x faster channels-last, and a single channel takes a
+            # slow path: fold the batch into the channels (one image, n * g * r maps).
+            folded = projected.reshape(1, n * g * r, *projected.shape[2:])
+            folded = folded.contiguous(memory_format=_CHANNELS_LAST[projected.dim()])
+            weight = depthwise.repeat(n, *([1] * (depthwise.dim() - 1)))
+            out = geo.apply(folded, weight, None, output_padding, groups=n * g * r)
+            return out.reshape(n, g * r, *out.shape[2:])
         return geo.apply(projected, depthwise, None, output_padding, groups=g * r)
 
 

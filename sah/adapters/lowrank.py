@@ -139,9 +139,10 @@ class LowRankConv(torch.autograd.Function):
             return out
         direction_out = _forward_op(plan, x, weight, None)
         shape = (1, -1) + (1,) * (direction_out.dim() - 2)
-        out = direction_out * channel_scale.reshape(shape)
-        if bias is not None:
-            out = out + bias.reshape(shape)
+        if bias is None:
+            out = direction_out * channel_scale.reshape(shape)
+        else:
+            out = torch.addcmul(bias.reshape(shape), direction_out, channel_scale.reshape(shape))
         ctx.save_for_backward(x, weight, out_factor, channel_scale, direction_out, *stage_params)
         ctx.dora = True
         return out

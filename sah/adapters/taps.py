@@ -53,7 +53,7 @@ def _taps(spatial, geo, out_spatial):
         yield t, out_index, in_index
 
 
-CHUNK_BYTES = 8 << 20  # the product of a chunk of taps should stay in cache
+CHUNK_BYTES = 4 << 20  # the product of a chunk of taps should stay in cache
 
 
 def _chunks(items: list, per_tap_bytes: int) -> list[list]:
@@ -99,10 +99,11 @@ def taps_weight_grad(x: torch.Tensor, grad_z: torch.Tensor, geo) -> torch.Tensor
     grad = x.new_zeros(g, n_taps, r, c_in // g)
     taps = list(_taps(spatial, geo, out_spatial))
     chunks = _chunks(taps, g * r * spatial.numel() * x.element_size())
+    # Each tap writes the same region for every sample: zero the buffers once.
+    buffers = [x.new_zeros(g, len(chunk), r, *spatial) for chunk in chunks]
     for j in range(n):
         xt = x[j].reshape(g, c_in // g, -1).transpose(1, 2)
-        for chunk in chunks:
-            shifted = x.new_zeros(g, len(chunk), r, *spatial)
+        for chunk, shifted in zip(chunks, buffers, strict=True):
             for k, (_, out_index, in_index) in enumerate(chunk):
                 shifted[(slice(None), k, slice(None), *in_index)] = grad_z[
                     (j, slice(None), slice(None), *out_index)
