@@ -227,11 +227,7 @@ def resume_point(cfg: DictConfig, client, experiment: str, choices: dict[str, st
 
     experiment_id = resolve_experiment(client, experiment, cfg.tracking.artifact_location)
     return find_resume_point(
-        client,
-        experiment_id,
-        run_name(cfg, choices),
-        run_id=cfg.tracking.run_id,
-        parent_run_id=cfg.tracking.parent_run_id,
+        client, experiment_id, run_name(cfg, choices), run_id=cfg.tracking.run_id
     )
 
 

@@ -1,9 +1,11 @@
 """``resume=true``: continue an interrupted run in the same MLflow run from its last checkpoint.
 
 Which run: ``tracking.run_id=<id>`` names it; without it, the latest unfinished run (status
-RUNNING, FAILED or KILLED) with the same run name in the same experiment (and under the same
-parent run, inside a sweep) is taken. Where the checkpoint is: every run is tagged with its
-output folder (``sah.output_dir``); ModelCheckpoint keeps ``checkpoints/last.ckpt`` there.
+RUNNING, FAILED or KILLED) with the same run name in the same experiment is taken, whatever
+sweep it belonged to (a rerun of a sweep has a new parent run; the resumed run keeps its own).
+
+Where the checkpoint is: every run is tagged with its output folder (``sah.output_dir``);
+ModelCheckpoint keeps ``checkpoints/last.ckpt`` there.
 """
 
 from __future__ import annotations
@@ -33,12 +35,8 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
-def latest_unfinished_run(
-    client: MlflowClient, experiment_id: str, run_name: str, parent_run_id: str | None = None
-) -> str | None:
+def latest_unfinished_run(client: MlflowClient, experiment_id: str, run_name: str) -> str | None:
     query = f"tags.`mlflow.runName` = {_quoted(run_name)} and attributes.status != 'FINISHED'"
-    if parent_run_id:
-        query += f" and tags.`mlflow.parentRunId` = {_quoted(parent_run_id)}"
     runs = client.search_runs(
         [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
     )
@@ -50,13 +48,12 @@ def find_resume_point(
     experiment_id: str,
     run_name: str,
     run_id: str | None = None,
-    parent_run_id: str | None = None,
 ) -> ResumePoint:
     """The run to continue and its last checkpoint; a ConfigError when there is none."""
     from mlflow.exceptions import MlflowException
 
     if run_id is None:
-        run_id = latest_unfinished_run(client, experiment_id, run_name, parent_run_id)
+        run_id = latest_unfinished_run(client, experiment_id, run_name)
         if run_id is None:
             raise ConfigError(
                 "resume",
