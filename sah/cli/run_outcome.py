@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from sah.cli.run_task import objective_values
 from sah.cli.train import CONFIG_DIR
 from sah.errors import ConfigError, DataError
 from sah.tasks.emr_features import (
@@ -119,7 +120,8 @@ def load_table(data: DictConfig, data_choice: str) -> tuple[pd.DataFrame, str, l
     return table, origin, image_columns
 
 
-def run_outcome(cfg: DictConfig, choices: dict[str, str]) -> float:
+def run_outcome(cfg: DictConfig, choices: dict[str, str]) -> float | list[float]:
+    """Run the CV comparison for one (model, target), log it, return ``optimized_metric``."""
     spec = tabular_model(cfg.get("model"), choices.get("model", "model"))
     settings = outcome_settings(cfg.task, cfg.seed)
     table, origin, image_columns = load_table(cfg.get("data"), choices.get("data", "data"))
@@ -151,15 +153,8 @@ def run_outcome(cfg: DictConfig, choices: dict[str, str]) -> float:
     label = choices.get("model", spec.name)
     run_id, experiment = log_run(cfg, choices, result, label, origin, seconds)
 
-    value = result.summary.get(cfg.optimized_metric)
-    if value is None:
-        raise ConfigError(
-            "optimized_metric",
-            f"{cfg.optimized_metric!r} was not computed",
-            f"use one of {sorted(result.summary)}",
-        )
     print_summary(result, label, settings, run_id, experiment, cfg.tracking.uri, seconds)
-    return float(value)
+    return objective_values(cfg, result.summary)
 
 
 def run_tags(cfg: DictConfig, choices: dict[str, str], origin: str) -> dict[str, str]:
