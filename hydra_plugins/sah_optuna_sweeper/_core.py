@@ -246,7 +246,7 @@ class OptunaSweep:
         self, trials: StudyTrials, url: str, space: SearchSpace, directions: list[str]
     ) -> ParentRun | None:
         from sah.cli.sweep_parent import tracking_target
-        from sah.tracking.sweep_runs import require_run, start_parent_run
+        from sah.tracking.sweep_runs import log_files, require_run, start_parent_run
 
         target = tracking_target(self.config)
         if target is None:
@@ -288,6 +288,7 @@ class OptunaSweep:
         )
         study.set_user_attr(PARENT_ATTR, run_id)
         study.set_user_attr(TRACKING_ATTR, target.uri)
+        log_files(target.uri, run_id, [self.sweep_dir / "multirun.yaml"])  # the sweep's config
         return ParentRun(target.uri, run_id, owned=True)
 
     # ---------------------------------------------------------------- the loop
@@ -426,7 +427,8 @@ class OptunaSweep:
             overrides.append(f"tracking.parent_run_id={_quote(parent.run_id)}")
         trial.set_user_attr("sah.overrides", overrides)
         trial.set_user_attr("sah.sweeper", f"{socket.gethostname()}:{os.getpid()}")
-        log.info("trial %d: %s", trial.number, " ".join(space.overrides(trial.params)))
+        sampled = " ".join(f"{k}={v}" for k, v in trial.params.items())
+        log.info("trial %d: %s", trial.number, sampled)
         return overrides
 
     def _launch(self, overrides: list[str], number: int) -> JobReturn | BaseException:
