@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import threading
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
@@ -107,6 +110,24 @@ def show_progress() -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, SLURM preemption) ends the sweep like Ctrl-C: running trials are marked
+    interrupted (and queued again) and the parent run is closed, instead of dying silently."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _quote(value: str) -> str:
@@ -318,7 +339,8 @@ class OptunaSweep:
         if parent is not None:
             log.info("MLflow parent run of this sweep: %s", parent.run_id)
         try:
-            results = self._loop(trials, space, url, parent, self._budget(sampler))
+            with sigterm_as_interrupt():
+                results = self._loop(trials, space, url, parent, self._budget(sampler))
         except BaseException:
             self._close_parent(parent, "KILLED")
             raise
