@@ -164,6 +164,8 @@ class SahOptunaSweeperConf:
     # Trials this process runs at once; each is its own launcher job, none waits for another.
     n_jobs: int = 1
     # Search space: `key: choice(...) | range(...) | interval(...) | tag(log, ...) | int(...)`.
+    # range(a, b[, step]) means what it means to the basic sweeper: b is excluded (range(1, 5)
+    # is 1..4); interval(a, b) includes both bounds. See _search_space.py.
     params: dict[str, str] = field(default_factory=dict)
     # Dotted path to fn(cfg, trial) suggesting extra (e.g. conditional) params.
     custom_search_space: str | None = None
