@@ -70,17 +70,23 @@ def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
 def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[float] | None:
     from sah.tasks.evaluate import evaluate_patients, write_rows
     from sah.tasks.inference import InferenceSpecCallback
+    from sah.tasks.output_prior import set_output_prior
     from sah.tasks.overlay import save_overlays
     from sah.tasks.pruning import raise_if_pruned, trial_callbacks
     from sah.tasks.transfer import prepare_network
 
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
-    datamodule = instantiate(cfg.data)
+    # Model and task first: their config errors surface before data is generated or read.
     net = instantiate(cfg.model)
     adapter = adapter_settings(cfg)
-    adapted = prepare_network(net, init_checkpoint(cfg), adapter)
+    init_from = init_checkpoint(cfg)
+    prior = cfg.task.get("output_prior")
+    if init_from is None and prior:
+        set_output_prior(net, float(prior))
+    adapted = prepare_network(net, init_from, adapter)
     module = instantiate(cfg.task.module)(net=net)
+    datamodule = instantiate(cfg.data)
     spatial_dims = checked_spatial_dims(cfg, choices, datamodule, module)
 
     experiment = cfg.tracking.experiment or cfg.task.experiment_name
