@@ -61,7 +61,9 @@ def tabular_model(node: DictConfig, choice: str) -> TabularModelSpec:
 
 
 def outcome_settings(task: DictConfig, seed: int) -> OutcomeSettings:
-    plain = lambda node: OmegaConf.to_container(node, resolve=True) if node else {}  # noqa: E731
+    def plain(node: DictConfig | None) -> dict[str, Any]:
+        return dict(OmegaConf.to_container(node, resolve=True)) if node else {}  # type: ignore[arg-type]
+
     return OutcomeSettings(
         target=str(task.target),
         cv=CVSettings(**plain(task.get("cv"))),

@@ -260,7 +260,9 @@ def cross_validate_outcome(
         groups = {c: [c] for c in X.columns}
     rng = np.random.default_rng(settings.seed)
 
-    rows, predictions, drops = [], [], {}
+    rows: list[dict] = []
+    predictions: list[pd.DataFrame] = []
+    drops: dict[str, list[float]] = {}
     for fold in splits:
         check_fold(labels, fold, settings.target, source)
         y_train, y_test = labels[fold.train], labels[fold.test]
