@@ -158,6 +158,22 @@ def check_fold(y: np.ndarray, fold: Fold, target: str, source: str | Path) -> No
             )
 
 
+def _fitted(
+    model: Any, features: pd.DataFrame, y: np.ndarray, fold: Fold, what: str, source: str | Path
+) -> Any:
+    """Fit, turning an estimator's refusal (e.g. too few events for the SVM's internal
+    calibration folds) into an error that names the fold."""
+    try:
+        return model.fit(features, y)
+    except ValueError as err:
+        raise DataError(
+            source,
+            f"repeat {fold.repeat} fold {fold.fold}: the {what} could not be fitted on "
+            f"{len(y)} patients with {int(y.sum())} events ({err})",
+            "lower task.cv.n_splits or use a larger cohort",
+        ) from err
+
+
 def _positive_probability(model: Any, features: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.predict_proba(features), dtype=np.float64)[:, 1]
 
@@ -266,10 +282,10 @@ def cross_validate_outcome(
     for fold in splits:
         check_fold(labels, fold, settings.target, source)
         y_train, y_test = labels[fold.train], labels[fold.test]
-        model = make_model()
-        model.fit(X.iloc[fold.train], y_train)
-        standard = make_standard()
-        standard.fit(X_standard.iloc[fold.train], y_train)
+        model = _fitted(make_model(), X.iloc[fold.train], y_train, fold, "model", source)
+        standard = _fitted(
+            make_standard(), X_standard.iloc[fold.train], y_train, fold, "standard model", source
+        )
         prob = _positive_probability(model, X.iloc[fold.test])
         standard_prob = _positive_probability(standard, X_standard.iloc[fold.test])
         rows.append(_fold_row(fold, y_test, prob, standard_prob))

@@ -246,6 +246,20 @@ def test_single_class_and_too_few_events_name_the_problem(cohort: pd.DataFrame) 
         cross_validate_outcome(features, features, y, make, make, settings, folds=[fold])
 
 
+def test_a_model_that_cannot_fit_a_small_fold_names_the_fold(cohort: pd.DataFrame) -> None:
+    small = cohort.iloc[:24].assign(dci=[1] * 7 + [0] * 17)
+    y = binary_target(small, "dci", "t")
+    features = static_features(small, ["age", "wfns"], "t")
+    settings = OutcomeSettings("dci", CVSettings(3, 1), importance=ImportanceSettings(False))
+    svm = lambda: make_pipeline(TabularModelSpec("svm"), "median", 0)  # noqa: E731
+    logistic = lambda: make_pipeline(TabularModelSpec("logistic"), "median", 0)  # noqa: E731
+    with pytest.raises(
+        DataError,
+        match=r"repeat 0 fold 0: the model could not be fitted on 16 patients with 4 events",
+    ):
+        cross_validate_outcome(features, features, y, svm, logistic, settings)
+
+
 # --- sah-train task=outcome -----------------------------------------------------------------
 
 
