@@ -34,11 +34,16 @@ def assert_stopped_before_any_trial(result, workdir: Path, *needles: str) -> Non
     ("override", "key"),
     [
         ("adapter.rnak=choice(2,4)", "'adapter.rnak'"),
-        (
+        pytest.param(
             "hydra.sweeper.params={adapter.rnak:'choice(2,4)'}",
             "'hydra.sweeper.params.adapter.rnak'",
+            marks=pytest.mark.slow,
         ),
-        ("adapter=choice(lora_c,no_such_method)", "'adapter'"),
+        pytest.param(
+            "adapter=choice(lora_c,no_such_method)",
+            "group 'adapter' has no option 'no_such_method'",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_a_key_the_config_lacks(run_app, workdir: Path, override: str, key: str) -> None:
