@@ -139,8 +139,9 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
     if worker:
         return None
 
+    device = trainer.strategy.root_device  # 3D: whole-volume inference where training ran
     if spatial_dims == 3:
-        rows, panels, window = evaluate_3d(module, datamodule.val_cases)
+        rows, panels, window = evaluate_3d(module, datamodule.val_cases, device)
     else:
         rows, masks = evaluate_patients(
             module.net, datamodule.val_patients, datamodule.window, datamodule.slice_size
@@ -154,7 +155,7 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
     summary = summarise(rows)
     reports = [per_patient]
     if getattr(datamodule, "external_cases", None):
-        external_rows, _, _ = evaluate_3d(module, datamodule.external_cases)
+        external_rows, _, _ = evaluate_3d(module, datamodule.external_cases, device)
         reports.append(write_rows(external_rows, out_dir / "external_per_patient_metrics.csv"))
         external = summarise(external_rows)
         summary.update({"external/" + k.removeprefix("val/"): v for k, v in external.items()})
@@ -196,13 +197,16 @@ def checked_spatial_dims(cfg: DictConfig, choices: dict[str, str], datamodule, m
     return data_dims
 
 
-def evaluate_3d(module, cases) -> tuple[list[dict[str, Any]], list[tuple], tuple[float, float]]:
+def evaluate_3d(
+    module, cases, device: torch.device
+) -> tuple[list[dict[str, Any]], list[tuple], tuple[float, float]]:
     """Per-patient rows on whole preprocessed volumes, overlay panels for the first four, and a
     display window for their normalised intensities."""
     from sah.tasks.evaluate import evaluate_volumes
     from sah.tasks.overlay import intensity_window
 
-    rows, masks = evaluate_volumes(module.net, cases, module.sliding_window, module.threshold)
+    net = module.net.to(device)
+    rows, masks = evaluate_volumes(net, cases, module.sliding_window, module.threshold)
     panels = [(c.patient_id, c.image, c.label, masks[c.patient_id]) for c in cases[:4]]
     window = intensity_window(cases[0].image) if cases else (0.0, 1.0)
     return rows, panels, window
