@@ -18,6 +18,7 @@ from torch import nn
 
 from sah.data.patches import VolumeCase
 from sah.data.slices import PatientVolume, apply_window, center_crop_or_pad
+from sah.errors import SahError
 from sah.metrics import segmentation_metrics
 from sah.tasks.segmentation import predict_slices
 from sah.tasks.sliding_window import SlidingWindow
@@ -58,6 +59,12 @@ def predict_probabilities(net: nn.Module, image_hu: np.ndarray, spec: dict) -> n
     kind = spec.get("kind")
     if kind == "slices":
         return slice_probabilities(net, image_hu, tuple(spec["window"]), int(spec["slice_size"]))
+    if kind == "volume":
+        raise SahError(
+            "this checkpoint is a 3D (patch-trained) net; sah-predict does not map its "
+            "preprocessed grid back to the scan yet — its held-out metrics and overlays are in "
+            "the training run (per_patient_metrics.csv)"
+        )
     raise ValueError(f"unknown inference kind {kind!r} in the checkpoint's spec")
 
 
