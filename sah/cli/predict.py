@@ -112,7 +112,7 @@ def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, o
     from sah.tasks.overlay import save_overlays
 
     ct = load_ct(case.image)
-    mask = segmenter.segment(ct.array, flip_tta=tta)
+    mask = segmenter.segment(ct, flip_tta=tta)
     voxel_ml = float(np.prod(ct.spacing)) / 1000.0
     result: dict[str, object] = {
         "case": case.name,

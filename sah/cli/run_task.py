@@ -249,6 +249,9 @@ def inference_spec(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "adapter": OmegaConf.to_container(adapter, resolve=True) if adapter else None,
         "threshold": float(cfg.task.module.get("threshold", 0.5)),
+        "roi_size": OmegaConf.to_container(roi)
+        if (roi := cfg.task.module.get("roi_size"))
+        else None,
     }
 
 

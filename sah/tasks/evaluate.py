@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from sah.data.ct import CTVolume
 from sah.data.patches import VolumeCase
 from sah.data.slices import PatientVolume, apply_window, center_crop_or_pad
-from sah.errors import SahError
 from sah.metrics import segmentation_metrics
 from sah.tasks.segmentation import predict_slices
 from sah.tasks.sliding_window import SlidingWindow
@@ -54,18 +54,52 @@ def slice_probabilities(
     return out
 
 
-def predict_probabilities(net: nn.Module, image_hu: np.ndarray, spec: dict) -> np.ndarray:
-    """Probabilities for a raw HU volume, preprocessed as the checkpoint's spec says."""
+def predict_probabilities(
+    net: nn.Module, ct: CTVolume, spec: dict, flip_tta: bool = False
+) -> np.ndarray:
+    """Probabilities on the grid of a raw HU volume, preprocessed as the checkpoint's spec says.
+
+    2D nets run slice by slice on the scan itself. 3D nets run by sliding windows on the
+    preprocessed (resampled, cropped) volume; the probabilities are then mapped back onto the
+    scan's own voxels through the two affines (linear interpolation, 0 outside the crop).
+    """
     kind = spec.get("kind")
     if kind == "slices":
-        return slice_probabilities(net, image_hu, tuple(spec["window"]), int(spec["slice_size"]))
+        window, size = tuple(spec["window"]), int(spec["slice_size"])
+        prob = slice_probabilities(net, ct.array, window, size)
+        if flip_tta:
+            # Left-right flip (axis 0 is x in RAS): predict on the mirror, mirror back.
+            mirrored = slice_probabilities(net, ct.array[::-1].copy(), window, size)
+            prob = (prob + mirrored[::-1]) / 2
+        return prob
     if kind == "volume":
-        raise SahError(
-            "this checkpoint is a 3D (patch-trained) net; sah-predict does not map its "
-            "preprocessed grid back to the scan yet — its held-out metrics and overlays are in "
-            "the training run (per_patient_metrics.csv)"
-        )
+        return volume_probabilities(net, ct, spec, flip_tta)
     raise ValueError(f"unknown inference kind {kind!r} in the checkpoint's spec")
+
+
+def volume_probabilities(
+    net: nn.Module, ct: CTVolume, spec: dict, flip_tta: bool = False
+) -> np.ndarray:
+    """A 3D net's probabilities, computed in its preprocessed grid, on the scan's voxel grid."""
+    from scipy.ndimage import map_coordinates
+
+    from sah.data.preprocess import build_preprocess
+
+    params = dict(spec["preprocess"])
+    case = build_preprocess(params.pop("name"), **params)(ct)
+    window = SlidingWindow(
+        tuple(spec.get("roi_size") or spec["patch_size"]), flip_axes=(0,) if flip_tta else ()
+    )
+    net.eval()
+    device = next(net.parameters()).device
+    volume = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))[None, None]
+    prob = window.probability(net, volume.to(device)).cpu().numpy()
+    # Scan voxel -> world (mm) -> preprocessed voxel, then interpolate there.
+    to_pre = np.linalg.inv(case.affine) @ ct.affine
+    grid = np.indices(ct.array.shape, dtype=np.float32).reshape(3, -1)
+    coords = to_pre[:3, :3] @ grid + to_pre[:3, 3:4]
+    mapped = map_coordinates(prob, coords, order=1, mode="constant", cval=0.0)
+    return mapped.reshape(ct.array.shape).astype(np.float32)
 
 
 def _offsets(n: int, size: int) -> tuple[int, int, int, int]:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sah.data.ct import CTVolume
 from sah.errors import DataError
 
 SPEC_KEY = "sah_inference"
@@ -41,22 +42,15 @@ class Segmenter:
     spec: dict[str, Any]
     sources: list[str] = field(default_factory=list)
 
-    def probabilities(self, image_hu: np.ndarray, flip_tta: bool = False) -> np.ndarray:
-        """Blood probability per voxel (x, y, z), averaged over the fold models (and flips)."""
+    def probabilities(self, ct: CTVolume, flip_tta: bool = False) -> np.ndarray:
+        """Blood probability per voxel of the scan's grid, averaged over the fold models."""
         from sah.tasks.evaluate import predict_probabilities
 
-        probs = []
-        for net in self.nets:
-            probs.append(predict_probabilities(net, image_hu, self.spec))
-            if flip_tta:
-                # Left-right flip (axis 0 is x in RAS): predict on the mirror, mirror back.
-                flipped = predict_probabilities(net, image_hu[::-1].copy(), self.spec)
-                probs.append(flipped[::-1])
-        return np.mean(probs, axis=0)
+        return np.mean([predict_probabilities(n, ct, self.spec, flip_tta) for n in self.nets], 0)
 
-    def segment(self, image_hu: np.ndarray, flip_tta: bool = False) -> np.ndarray:
+    def segment(self, ct: CTVolume, flip_tta: bool = False) -> np.ndarray:
         threshold = float(self.spec.get("threshold", 0.5))
-        return self.probabilities(image_hu, flip_tta) >= threshold
+        return self.probabilities(ct, flip_tta) >= threshold
 
 
 def load_segmenter(checkpoints: Sequence[str | Path]) -> Segmenter:
@@ -66,7 +60,7 @@ def load_segmenter(checkpoints: Sequence[str | Path]) -> Segmenter:
         net, spec = load_network(path)
         nets.append(net)
         specs.append(spec)
-    keys = ("kind", "window", "slice_size")
+    keys = ("kind", "window", "slice_size", "preprocess", "patch_size", "roi_size")
     first = {k: specs[0].get(k) for k in keys}
     for path, spec in zip(checkpoints, specs, strict=True):
         if {k: spec.get(k) for k in keys} != first:
