@@ -330,7 +330,7 @@ def print_summary(summary: dict[str, float], run_id: str, experiment: str, cfg: 
 
     from sah.tracking import ui_command
 
-    console = Console()
+    console = Console(soft_wrap=True)  # paths must stay on one line to copy them
     console.print(
         f"[bold]val/dice[/bold] (mean over {cfg.data.get('n_folds', '?')}-fold CV fold {cfg.fold} "
         f"patients): [bold green]{summary['val/dice']:.3f}[/bold green] "
