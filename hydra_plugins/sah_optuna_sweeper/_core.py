@@ -325,8 +325,8 @@ class OptunaSweep:
         url = absolute_storage_url(
             self.settings.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}", Path.cwd()
         )
-        storage = open_storage(url)  # fails here, naming the key, when it cannot be reached
-        with storage_lock(url):
+        with storage_lock(url):  # processes sharing a new storage must not create it twice
+            storage = open_storage(url)  # a ConfigError naming the key if it cannot be reached
             trials = self._open_study(storage, space, directions, sampler)
             parent = self._open_parent(trials, url, space, directions)
         log.info(

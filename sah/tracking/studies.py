@@ -100,7 +100,7 @@ def storage_lock(url: str) -> Iterator[None]:
     share a study never overshoot ``n_trials`` between them.
     """
     file = storage_file(url)
-    if file is None:
+    if file is None or not file.parent.is_dir():  # no file storage (yet): open_storage says why
         yield
         return
     lock_path = file.with_name(file.name + ".sah.lock")
