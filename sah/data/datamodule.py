@@ -90,7 +90,11 @@ class SliceDataModule(L.LightningDataModule):
         flip_prob: float = 0.5,
         num_workers: int = 0,
         on_error: str = "raise",
+        root: str | None = None,
+        labels: str | None = None,
     ) -> None:
+        """``root`` and ``labels`` name where a public layout's manifest came from (`data=bhsd
+        data.root=...`); they are recorded with the run's config, the manifest is what is read."""
         super().__init__()
         self.manifest = Path(manifest)
         self.fold, self.n_folds, self.split_seed = fold, n_folds, split_seed
