@@ -89,6 +89,7 @@ def run_mortality(cfg: DictConfig, choices: dict[str, str]) -> float | list[floa
             "nothing to train (trainable parameters: %d): evaluating the net as it is", trainable
         )
 
+    module.net.to(evaluation_device(cfg.trainer))  # Lightning hands the net back on the CPU
     sets = {"val": Predictions(*predict_probabilities(module.net, datamodule.val_dataloader()))}
     if datamodule.counts("test")[0]:
         sets["test"] = Predictions(*predict_probabilities(module.net, datamodule.test_dataloader()))
@@ -130,6 +131,11 @@ def classifier_network(node: DictConfig, choice: str) -> torch.nn.Module:
             "task=mortality takes model=densenet121",
         )
     return net
+
+
+def evaluation_device(trainer: DictConfig) -> torch.device:
+    wants_gpu = str(trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def refuse_several_devices(trainer: DictConfig) -> None:
