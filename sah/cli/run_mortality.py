@@ -224,7 +224,7 @@ def print_summary(
 
     from sah.tracking import ui_command
 
-    console = Console()
+    console = Console(soft_wrap=True)  # paths must stay on one line to copy them
     for split in ("val", "test"):
         if f"{split}/auc" not in summary:
             continue
