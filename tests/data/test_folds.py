@@ -1,0 +1,59 @@
+"""Patient-level folds: every patient in exactly one fold, deterministic, stratified."""
+
+from __future__ import annotations
+
+import pytest
+
+from sah.data.folds import assign_folds, site_split, split_fold
+from sah.errors import ConfigError
+
+IDS = [f"p{i:02d}" for i in range(30)]
+BINS = ["0-25", "25-50", "50-100", "100-225"] * 7 + ["0-25", "25-50"]
+
+
+def test_folds_cover_all_patients_once() -> None:
+    splits = [split_fold(IDS, fold, 3, seed=0, strata=BINS) for fold in range(3)]
+    val_sets = [set(val) for _, val in splits]
+    assert set().union(*val_sets) == set(IDS)
+    assert sum(len(v) for v in val_sets) == len(IDS)
+    for train, val in splits:
+        assert not set(train) & set(val)
+        assert set(train) | set(val) == set(IDS)
+
+
+def test_folds_depend_only_on_ids_strata_and_seed() -> None:
+    a = assign_folds(IDS, 3, seed=7, strata=BINS)
+    shuffled = list(zip(IDS, BINS, strict=True))[::-1]
+    b = assign_folds([p for p, _ in shuffled], 3, seed=7, strata=[s for _, s in shuffled])
+    assert a == b
+    assert assign_folds(IDS, 3, seed=8, strata=BINS) != a
+
+
+def test_every_fold_sees_every_volume_bin() -> None:
+    folds = assign_folds(IDS, 3, seed=0, strata=BINS)
+    for fold in range(3):
+        bins = {s for p, s in zip(IDS, BINS, strict=True) if folds[p] == fold}
+        assert bins == set(BINS)
+    sizes = [list(folds.values()).count(f) for f in range(3)]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize(
+    ("ids", "fold", "n_folds", "key"),
+    [
+        (IDS, 3, 3, "fold"),
+        (IDS, 0, 1, "data.n_folds"),
+        (IDS[:2], 0, 3, "data.n_folds"),
+        (["a", "a", "b"], 0, 2, "data.manifest"),
+    ],
+)
+def test_bad_fold_settings_name_the_key(ids, fold, n_folds, key) -> None:
+    with pytest.raises(ConfigError, match=key):
+        split_fold(ids, fold, n_folds)
+
+
+def test_site_split_separates_external_sites() -> None:
+    internal, external = site_split({"a": "s1", "b": "s2", "c": "s1"}, ["s2"])
+    assert (internal, external) == (["a", "c"], ["b"])
+    with pytest.raises(ConfigError, match="external_sites"):
+        site_split({"a": "s1"}, ["s9"])
