@@ -24,6 +24,7 @@ import copy
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -208,14 +209,19 @@ def build_contenders(base, x, y, ranks, methods, with_peft, paths) -> list[Conte
 
 
 def time_rounds(contenders: list[Contender], warmup: int, rounds: int) -> None:
+    """Warm up, then time one step of every contender per round, in a shuffled order."""
     for c in contenders:
         for _ in range(warmup):
             c.step()
-    for _ in range(rounds):
-        for c in contenders:
+    order = list(contenders)
+    shuffle = random.Random(0).shuffle
+    for k in range(rounds):
+        shuffle(order)
+        for c in order:
             start = time.perf_counter()
             c.step()
             c.times.append(time.perf_counter() - start)
+        print(f"round {k + 1}/{rounds} done", flush=True)
 
 
 def time_inference(base: nn.Module, x: torch.Tensor, rounds: int) -> dict[str, list[float]]:
@@ -267,18 +273,31 @@ def summarise(contenders, inference, ranks) -> dict:
                 row["vs_peft"] = med[c.key] / med[ref]
                 row["vs_peft_min"] = low[c.key] / low[ref]
         rows.append(row)
-    inf = {k: {"seconds": v, "median_s": statistics.median(v)} for k, v in inference.items()}
+    inf = {
+        k: {"seconds": v, "median_s": statistics.median(v), "min_s": min(v)}
+        for k, v in inference.items()
+    }
     for v in inf.values():
         v["vs_base"] = v["median_s"] / inf["base"]["median_s"]
+        v["vs_base_min"] = v["min_s"] / inf["base"]["min_s"]
     return {"rows": rows, "inference": inf, "targets": check_targets(rows, inf)}
 
 
 def check_targets(rows, inference) -> list[dict]:
+    """Each target on the median ratio and on the best-of-rounds (min) ratio."""
     checks = []
 
-    def add(name, key, value, limit):
+    def add(name, key, value, value_min, limit):
         checks.append(
-            {"target": name, "key": key, "value": value, "limit": limit, "holds": value <= limit}
+            {
+                "target": name,
+                "key": key,
+                "value": value,
+                "value_min": value_min,
+                "limit": limit,
+                "holds": value <= limit,
+                "holds_min": value_min <= limit,
+            }
         )
 
     for r in rows:
@@ -286,14 +305,17 @@ def check_targets(rows, inference) -> list[dict]:
             continue
         if r["layers"] == "all":
             if r["method"] in LORA and r["rank"] <= 8:
-                add("LoRA family, rank <= 8: <= 0.7x full FT", r["key"], r["vs_full"], 0.7)
-            add("any method, any rank: <= 1.1x full FT", r["key"], r["vs_full"], 1.1)
+                name = "LoRA family, rank <= 8: <= 0.7x full FT"
+                add(name, r["key"], r["vs_full"], r["vs_full_min"], 0.7)
+            name = "any method, any rank: <= 1.1x full FT"
+            add(name, r["key"], r["vs_full"], r["vs_full_min"], 1.1)
         elif "vs_peft" in r:
             limit = 0.7 if r["method"] == "conv_lora" else 0.8
-            add(f"{r['method']} <= {limit}x PEFT (same layers)", r["key"], r["vs_peft"], limit)
+            name = f"{r['method']} <= {limit}x PEFT (same layers)"
+            add(name, r["key"], r["vs_peft"], r["vs_peft_min"], limit)
     for key, v in inference.items():
         if key != "base":
-            add("merged inference <= 1.02x base", key, v["vs_base"], 1.02)
+            add("merged inference <= 1.02x base", key, v["vs_base"], v["vs_base_min"], 1.02)
     return checks
 
 
@@ -306,8 +328,9 @@ def markdown(payload: dict) -> str:
         f"Net: {env['net']}, batch {env['input']}, {env['threads']} threads, "
         f"torch {env['torch']}, peft {env['peft']}, CPU: {env['cpu']}. "
         f"Load average before/after: {env['load_before']} / {env['load_after']}. "
-        f"{env['rounds']} timed rounds (interleaved) after {env['warmup']} warm-up steps; "
-        "median seconds per step (min in brackets).",
+        f"{env['rounds']} timed rounds (interleaved, shuffled) after {env['warmup']} warm-up "
+        "steps; median seconds per step, in brackets the minimum over rounds (the estimate "
+        "least affected by other processes on a shared CPU).",
         "",
         "| contender | layers | path | trainable | s/step | vs full FT | vs PEFT |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -321,11 +344,21 @@ def markdown(payload: dict) -> str:
         )
     lines += ["", "| inference (eval, no grad) | s/forward | vs base |", "|---|---:|---:|"]
     for key, v in s["inference"].items():
-        lines.append(f"| {key} | {v['median_s']:.4f} | {v['vs_base']:.3f} |")
-    lines += ["", "| target | contender | value | limit | holds |", "|---|---|---:|---:|---|"]
+        lines.append(
+            f"| {key} | {v['median_s']:.4f} ({v['min_s']:.4f}) | "
+            f"{v['vs_base']:.3f} ({v['vs_base_min']:.3f}) |"
+        )
+    lines += [
+        "",
+        "| target | contender | ratio, median (min) | limit | holds: median / min |",
+        "|---|---|---:|---:|---|",
+    ]
     for t in s["targets"]:
-        mark = "yes" if t["holds"] else "**no**"
-        lines.append(f"| {t['target']} | {t['key']} | {t['value']:.2f} | {t['limit']} | {mark} |")
+        marks = " / ".join("yes" if ok else "**no**" for ok in (t["holds"], t["holds_min"]))
+        lines.append(
+            f"| {t['target']} | {t['key']} | {t['value']:.2f} ({t['value_min']:.2f}) | "
+            f"{t['limit']} | {marks} |"
+        )
     lines += ["", *[f"- {n}" for n in payload["notes"]], ""]
     return "\n".join(lines)
 
@@ -355,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     size, features = (32, 4) if quick else (256, 32)
     ranks = args.ranks or ([2] if quick else [1, 4, 16, 64])
-    rounds = args.rounds or (1 if quick else 5)
+    rounds = args.rounds or (1 if quick else 7)
     warmup = args.warmup if args.warmup is not None else (0 if quick else 2)
 
     base, net_name = build_net(features)

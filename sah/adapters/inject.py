@@ -12,7 +12,6 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from .config import AdapterConfig, AdapterError
@@ -242,8 +241,3 @@ def trainable_parameters(model: nn.Module) -> dict[str, int]:
             counts[name] = n
     counts["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return counts
-
-
-def _no_grad_copy(dst: torch.Tensor, src: torch.Tensor) -> None:
-    with torch.no_grad():
-        dst.copy_(src)

@@ -25,8 +25,10 @@ class AdapterLayer(nn.Module):
 
     ``compute_path`` picks how a training step is evaluated: ``"weight"`` builds W' and runs
     one op under plain autograd; ``"lowrank"`` runs the same op forward but takes the
-    factors' gradients from thin activations (``lowrank.LowRankConv``); ``"auto"`` (default)
-    chooses per layer with the cost model of ``pathcost``. All give the same outputs.
+    factors' gradients from thin activations (``lowrank.LowRankConv``), ``"lowrank_taps"``
+    the same with the thin convolutions done per kernel tap (``taps``); ``"auto"``
+    (default) chooses per layer with the cost model of ``pathcost``. All compute the same
+    outputs and gradients; inference and merged layers always run the single op with W'.
     """
 
     def __init__(self, base_layer: nn.Module, name: str, config: AdapterConfig) -> None:

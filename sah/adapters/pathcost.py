@@ -75,6 +75,12 @@ def lowrank_costs(layer: AdapterLayer) -> dict[str, float]:
 
 
 def choose_path(layer: AdapterLayer) -> str:
-    """The cheapest path by the model: ``weight``, ``lowrank`` or ``lowrank_taps``."""
+    """The cheapest path by the model: ``weight``, ``lowrank`` or ``lowrank_taps``.
+
+    The constants are CPU measurements; on other devices (not measured) the plain
+    autograd ``weight`` path is used.
+    """
+    if layer.base_layer.weight.device.type != "cpu":
+        return "weight"
     costs = {"weight": weight_cost(layer), **lowrank_costs(layer)}
     return min(costs, key=costs.__getitem__)

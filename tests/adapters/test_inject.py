@@ -201,3 +201,16 @@ def test_injected_model_survives_deepcopy_and_pickle():
     with torch.no_grad():
         torch.testing.assert_close(torch.load(buffer, weights_only=False)(x), model(x))
         torch.testing.assert_close(copy.deepcopy(model)(x), model(x))
+
+
+def test_compute_paths_are_validated_and_chosen_per_layer():
+    from sah.adapters import adapter_layers, set_compute_path
+    from sah.adapters.pathcost import choose_path
+
+    model = TinySegNet()
+    inject(model, AdapterConfig("cp_lora", 2))
+    with pytest.raises(AdapterError, match="compute path"):
+        set_compute_path(model, "fastest")
+    chosen = {name: choose_path(layer) for name, layer in adapter_layers(model).items()}
+    assert set(chosen.values()) <= {"weight", "lowrank", "lowrank_taps"}
+    assert chosen["gate"] in {"weight", "lowrank"}  # a linear layer has no taps

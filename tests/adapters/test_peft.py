@@ -1,7 +1,8 @@
 """conv_lora and conv_dora equal HF PEFT's conv LoRA and DoRA given the same factor values.
 
-PEFT (a dev-only dependency) is the reference on non-dilated Conv2d layers, where its conv
-LoRA is correct (its lora_A ignores dilation). Outputs and gradients are compared.
+PEFT (a dev-only dependency) is the reference on non-dilated Conv2d (and Conv3d) layers,
+where its conv LoRA is correct (its lora_A ignores dilation). Outputs and gradients are
+compared, on every compute path.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ CONVS = {
     "3x3": nn.Conv2d(5, 7, 3, padding=1),
     "strided_5x3": nn.Conv2d(5, 7, (5, 3), stride=(2, 1), padding=(2, 0)),
     "1x1_no_bias": nn.Conv2d(5, 7, 1, bias=False),
+    "3d": nn.Conv3d(5, 7, 3, padding=1, stride=(1, 2, 1)),
 }
 
 
@@ -66,7 +68,8 @@ def _grads(model: nn.Module, x: torch.Tensor, params: list[torch.Tensor]):
 def test_equals_peft(conv, method, rslora):
     ours, theirs = _pair(CONVS[conv], method, rank=3, alpha=5.0, rslora=rslora)
     layer, peft_layer = ours[0], theirs[0]
-    x = torch.randn(2, 5, 9, 8, dtype=torch.float64)
+    spatial = (5, 6, 5) if conv == "3d" else (9, 8)
+    x = torch.randn(2, 5, *spatial, dtype=torch.float64)
     peft_params = [peft_layer.lora_A["default"].weight, peft_layer.lora_B["default"].weight]
     if layer.is_dora:
         peft_params.append(peft_layer.lora_magnitude_vector["default"].weight)
