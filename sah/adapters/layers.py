@@ -15,7 +15,7 @@ from .config import AdapterConfig, AdapterError
 from .factors import Factorisation, factorisation_class
 from .geometry import Geometry, geometry_of
 from .lowrank import LowRankConv, LowRankPlan, group_mix
-from .pathcost import choose_path, taps_apply
+from .pathcost import choose_path, input_ratio, taps_apply
 
 COMPUTE_PATHS = ("auto", "weight", "lowrank", "lowrank_taps")
 
@@ -125,7 +125,7 @@ class AdapterLayer(nn.Module):
         output_padding = self._call_output_padding(x, args, kwargs)
         if self.training and not isinstance(self.dropout, nn.Identity):
             return self._forward_dropout(x, output_padding)
-        path = self._training_path()
+        path = self._training_path(x)
         if path != "weight":
             return self._forward_lowrank(x, output_padding, taps=path == "lowrank_taps")
         return self._base_op(x, self.effective_weight(), output_padding)
@@ -166,14 +166,17 @@ class AdapterLayer(nn.Module):
             base.dilation,
         )
 
-    def _training_path(self) -> str:
+    def _training_path(self, x: torch.Tensor) -> str:
         """``weight``, ``lowrank`` or ``lowrank_taps`` for a step that needs factor gradients."""
         if not torch.is_grad_enabled() or self.base_layer.weight.requires_grad:
             return "weight"
         if not any(p.requires_grad for p in self.adapter_parameters()):
             return "weight"
         if self.compute_path == "auto":
-            return choose_path(self)
+            positions = x.numel() // max(self.geometry.c_in, 1)
+            if self.geometry.kind != "linear":  # output positions
+                positions = round(positions / input_ratio(self))
+            return choose_path(self, positions)
         if self.compute_path == "lowrank_taps" and not taps_apply(self):
             return "lowrank"
         return self.compute_path

@@ -23,12 +23,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
 if TYPE_CHECKING:
     from .layers import AdapterLayer
 
-PASS = 10.0  # a memory-bound pass over one channel, in multiply-add equivalents
+PASS = 10.0  # a memory-bound pass over one channel, in multiply-add equivalents (1 thread)
 FUSED_WEIGHT_GRAD = 0.85  # marginal cost of the weight gradient next to the input gradient
 TAPS_EFFICIENCY = 1.3  # multiply-adds of the per-tap products are ~1.3x dearer than a conv's
+# Convolutions scale with threads, memory-bound passes and thin products much less: their
+# relative cost grows ~threads**0.8 (measured with 1 and 2 threads).
+THREAD_EXPONENT = 0.8
+DORA_PASSES = 6  # scale the output, keep V's output, dL/dm: extra passes over c_out maps
+# The low-rank backward issues ~20 small ops more than plain autograd: ~0.5 ms on this CPU,
+# in the model's units (multiply-adds at 2 threads: ~19 ps each).
+LOWRANK_OVERHEAD = 2.7e7
+MARGIN = 0.9  # take a low-rank path only when clearly cheaper: the weight path is plain autograd
 
 
 def taps_apply(layer: AdapterLayer) -> bool:
@@ -37,7 +47,7 @@ def taps_apply(layer: AdapterLayer) -> bool:
     return geo.kind == "conv" and layer.factors.dense_stage and not geo.is_pointwise
 
 
-def _input_ratio(layer: AdapterLayer) -> float:
+def input_ratio(layer: AdapterLayer) -> float:
     """Input positions per output position."""
     n = 1
     for s in layer.geometry.stride:
@@ -56,14 +66,16 @@ def lowrank_costs(layer: AdapterLayer) -> dict[str, float]:
     factors = layer.factors
     rank = factors.stage_rank * geo.groups  # channels between the two stages
     taps = geo.kernel_numel
-    read_x = PASS * geo.c_in * _input_ratio(layer)
-    mixes = 2 * PASS * (geo.c_out + rank)  # B^T gy and gy z^T
-    dora = 4 * PASS * geo.c_out if layer.is_dora else 0.0  # output scaling, dL/dm
+    slowdown = torch.get_num_threads() ** THREAD_EXPONENT
+    per_channel = PASS * slowdown
+    read_x = per_channel * geo.c_in * input_ratio(layer)
+    mixes = 2 * per_channel * (geo.c_out + rank)  # B^T gy and gy z^T
+    dora = DORA_PASSES * per_channel * geo.c_out if layer.is_dora else 0.0
     extra = mixes + dora
     if geo.kind == "linear" or geo.is_pointwise:
         return {"lowrank": 2 * read_x + 2 * rank * geo.in_per_group + extra}
     if not factors.dense_stage:  # CP: projection + depthwise conv on `rank` thin maps
-        depthwise = 3 * PASS * max(rank, 4) * taps / 9
+        depthwise = 3 * per_channel * max(rank, 4) * taps / 9
         return {"lowrank": 2 * read_x + 2 * rank * geo.in_per_group + depthwise + extra}
     # A dense in-stage through the CPU conv kernels ("lowrank") measured no faster than the
     # weight path at any rank (thin convs are slow, more so with many input channels), so
@@ -71,16 +83,23 @@ def lowrank_costs(layer: AdapterLayer) -> dict[str, float]:
     if not taps_apply(layer):
         return {}
     per_pass = taps * geo.in_per_group
-    return {"lowrank_taps": 2 * (2 * read_x + TAPS_EFFICIENCY * per_pass * rank) + extra}
+    products = TAPS_EFFICIENCY * slowdown * per_pass * rank
+    return {"lowrank_taps": 2 * (2 * read_x + products) + extra}
 
 
-def choose_path(layer: AdapterLayer) -> str:
+def choose_path(layer: AdapterLayer, positions: int = 1 << 17) -> str:
     """The cheapest path by the model: ``weight``, ``lowrank`` or ``lowrank_taps``.
 
-    The constants are CPU measurements; on other devices (not measured) the plain
-    autograd ``weight`` path is used.
+    ``positions``: output positions of the call (batch times spatial size, or tokens). The
+    constants are CPU measurements; on other devices (not measured) the plain autograd
+    ``weight`` path is used.
     """
     if layer.base_layer.weight.device.type != "cpu":
         return "weight"
-    costs = {"weight": weight_cost(layer), **lowrank_costs(layer)}
-    return min(costs, key=costs.__getitem__)
+    weight = weight_cost(layer) * positions
+    best, best_cost = "weight", weight
+    for path, cost in lowrank_costs(layer).items():
+        total = cost * positions + LOWRANK_OVERHEAD
+        if total < MARGIN * weight and total < best_cost:
+            best, best_cost = path, total
+    return best
