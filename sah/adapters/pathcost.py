@@ -34,7 +34,8 @@ TAPS_EFFICIENCY = 1.3  # multiply-adds of the per-tap products are ~1.3x dearer 
 # Convolutions scale with threads, memory-bound passes and thin products much less: their
 # relative cost grows ~threads**0.8 (measured with 1 and 2 threads).
 THREAD_EXPONENT = 0.8
-DORA_PASSES = 6  # scale the output, keep V's output, dL/dm: extra passes over c_out maps
+CP_THIN_PASSES = 16
+DORA_PASSES = 4  # scale the output (2), dL/dm (2): extra passes over c_out maps
 # The low-rank backward issues ~20 small ops more than plain autograd: ~0.5 ms on this CPU,
 # in the model's units (multiply-adds at 2 threads: ~19 ps each).
 LOWRANK_OVERHEAD = 2.7e7
@@ -75,8 +76,10 @@ def lowrank_costs(layer: AdapterLayer) -> dict[str, float]:
     if geo.kind == "linear" or geo.is_pointwise:
         return {"lowrank": 2 * read_x + 2 * rank * geo.in_per_group + extra}
     if not factors.dense_stage:  # CP: projection + depthwise conv on `rank` thin maps
-        depthwise = 3 * per_channel * max(rank, 4) * taps / 9
-        return {"lowrank": 2 * read_x + 2 * rank * geo.in_per_group + depthwise + extra}
+        # The thin maps are written and read ~16 times (projection, layout copies, depthwise
+        # conv and its two gradients, the mixes), measured at ranks 1-16.
+        thin_maps = CP_THIN_PASSES * per_channel * rank * taps / 9
+        return {"lowrank": 2 * read_x + 2 * rank * geo.in_per_group + thin_maps + extra}
     # A dense in-stage through the CPU conv kernels ("lowrank") measured no faster than the
     # weight path at any rank (thin convs are slow, more so with many input channels), so
     # only the per-tap evaluation competes.
