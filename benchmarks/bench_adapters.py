@@ -152,8 +152,17 @@ class Contender:
 
 def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[Callable, int]:
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(params, lr=1e-4)
     model.train()
+    if not params:  # the floor: everything frozen, gradients flow to the input only
+        x_grad = x.detach().clone().requires_grad_()  # its own copy: x stays grad-free
+
+        def floor_step() -> None:
+            loss = F.binary_cross_entropy_with_logits(model(x_grad), y)
+            loss.backward()
+            x_grad.grad = None
+
+        return floor_step, 0
+    optimiser = torch.optim.Adam(params, lr=1e-4)
 
     def step() -> None:
         loss = F.binary_cross_entropy_with_logits(model(x), y)
@@ -164,7 +173,7 @@ def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[Callab
     return step, sum(p.numel() for p in params)
 
 
-def build_contenders(base, x, y, ranks, methods, with_peft, paths) -> list[Contender]:
+def build_contenders(base, x, y, ranks, methods, with_peft, paths, floor) -> list[Contender]:
     out: list[Contender] = []
 
     def add(c: Contender, model: nn.Module) -> None:
@@ -174,6 +183,10 @@ def build_contenders(base, x, y, ranks, methods, with_peft, paths) -> list[Conte
     model = copy.deepcopy(base)
     inject(model, AdapterConfig("full", 0))
     add(Contender("full", "full", "full", None, "all"), model)
+    if floor:
+        model = copy.deepcopy(base)
+        inject(model, AdapterConfig("none", 0))
+        add(Contender("floor", "floor", "none", None, "all"), model)
     for method in methods:
         for rank in ranks:
             for path in paths:
@@ -380,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         help="compute paths to time for our methods (weight/lowrank validate the cost model)",
     )
     parser.add_argument("--no-peft", action="store_true")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time a step with everything frozen (input gradients only): the least any "
+        "adapter with frozen base and norms can cost",
+    )
     args = parser.parse_args(argv)
 
     quick = args.quick
@@ -401,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     base.eval()
 
     load_before = os.getloadavg()
-    contenders = build_contenders(base, x, y, ranks, args.methods, not args.no_peft, args.paths)
+    contenders = build_contenders(
+        base, x, y, ranks, args.methods, not args.no_peft, args.paths, args.floor
+    )
     print(f"{len(contenders)} contenders, {warmup} warm-up + {rounds} timed steps each")
     time_rounds(contenders, warmup, rounds)
     inference = time_inference(base, x, max(rounds, 3))
@@ -434,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             "PEFT rows adapt only the non-dilated Conv2d layers (PEFT's conv LoRA ignores "
             "dilation); the ':nd' rows are ours on exactly those layers.",
             "path: auto = per-layer choice of the cost model in sah/adapters/pathcost.py.",
+            "floor (with --floor): all weights and norms frozen, gradients to the input only.",
         ],
         "summary": summarise(contenders, inference, ranks),
     }

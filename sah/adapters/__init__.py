@@ -9,6 +9,16 @@ LoRA family (``lora_c``, ``conv_lora``, ``cp_lora``) and DoRA family (``dora_c``
     save_adapter(model, "adapter.safetensors")
     plain = merge_and_unload(model)
 
+Decisions worth knowing:
+
+- Frozen norm layers keep (use, never update) their running statistics, as in eval mode;
+  ``train_norm=True`` trains the targeted ones (affine and statistics).
+- A grouped convolution gets one factorisation per group.
+- ``lora_c`` groups each output channel with the first kernel axis:
+  ``dW[o, i, a, b] = (B A)[(o, a), (i, b)]``.
+- A training step picks, per layer, plain autograd through W' or a low-rank gradient path
+  (same forward and gradients, cheaper backward); see ``pathcost`` and ``set_compute_path``.
+
 Imports nothing else of ``sah`` so that it can be taken into another project.
 """
 
