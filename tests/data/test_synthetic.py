@@ -295,14 +295,10 @@ def test_cli_reports_a_bad_setting_in_one_line(cache, capsys):
 
 
 @pytest.mark.slow
-def test_default_sah_cohort_fills_every_bin_within_two_minutes(tmp_path):
-    import time
-
-    load_anatomy(1.5, tmp_path)  # built once per cache, not part of a cohort's cost
-    started = time.perf_counter()
+def test_default_sah_cohort_fills_every_bin(tmp_path):
+    # Its generation time (under 2 minutes here) is a measurement, not an assertion: see the
+    # closing notes and `sah-synth`'s own timing.
     manifest = ensure_cohort(SynthConfig(kind="sah", seed=0), cache_root=tmp_path)
-    elapsed = time.perf_counter() - started
     volumes = [float(r["blood_volume_ml"]) for r in _rows(manifest)]
     counts = np.bincount([volume_bin(v) for v in volumes], minlength=4)
     assert len(volumes) == 30 and counts.min() >= 7, counts
-    assert elapsed < 120.0, f"{elapsed:.0f} s"
