@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from sah.cli.run_task import objective_values
+from sah.cli.run_task import objective_values, sweep_tags
 from sah.cli.train import CONFIG_DIR
 from sah.errors import ConfigError, DataError
 from sah.tasks.emr_features import (
@@ -168,12 +168,7 @@ def run_tags(cfg: DictConfig, choices: dict[str, str], origin: str) -> dict[str,
         "sah.data_source": origin,
         "sah.output_dir": str(cfg.paths.output_dir),
     }
-    if cfg.tracking.parent_run_id:
-        tags["mlflow.parentRunId"] = str(cfg.tracking.parent_run_id)
-    if cfg.optuna.trial_number is not None:
-        tags["optuna.trial_number"] = str(cfg.optuna.trial_number)
-        tags["optuna.study_name"] = str(cfg.optuna.study_name)
-    return tags
+    return {**tags, **sweep_tags(cfg)}
 
 
 def log_run(

@@ -59,6 +59,12 @@ def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
         "target": str(adapter.get("target", "")),
         "fold": str(cfg.fold),
     }
+    return {**tags, **sweep_tags(cfg)}
+
+
+def sweep_tags(cfg: DictConfig) -> dict[str, str]:
+    """Tags that place a run in its sweep: the parent run, and the Optuna trial it reports to."""
+    tags: dict[str, str] = {}
     if cfg.tracking.parent_run_id:
         tags["mlflow.parentRunId"] = str(cfg.tracking.parent_run_id)
     if cfg.optuna.trial_number is not None:
