@@ -95,6 +95,7 @@ def test_predict_writes_mask_on_the_input_grid_and_volume(trained, tiny_manifest
         float(np.asarray(nib.load(label).dataobj).astype(bool).sum()) * voxel_ml, rel=1e-4
     )
     assert row["patient_id"] in result.stdout and "mL" in result.stdout
+    assert summary["warnings"] == []  # a (synthetic) head CT passes the HU histogram checks
     assert (case / "overlay.png").stat().st_size > 0
 
     # The same command again must not replace the result.
@@ -123,3 +124,24 @@ def test_predict_via_mlflow_run_id(trained, tiny_manifest: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mL" in result.stdout
+
+
+def test_predict_warns_on_a_scan_that_is_not_a_head_ct_and_keeps_a_small_grid(trained) -> None:
+    """A water cylinder in air is valid HU but no head: the JSON carries the warning. Its odd,
+    small grid (smaller than the net's downsampling needs) is padded, and the mask comes back
+    on the input grid."""
+    workdir, _, _ = trained
+    ckpt = next((workdir / "run" / "checkpoints").glob("*.ckpt"))
+    ii, jj = np.mgrid[:37, :29]
+    cylinder = ((ii - 18) ** 2 + (jj - 14) ** 2 < 12**2)[..., None].repeat(3, axis=2)
+    phantom = np.where(cylinder, 0.0, -1000.0).astype(np.int16)
+    image = workdir / "water.nii.gz"
+    nib.save(nib.Nifti1Image(phantom, np.diag([2.5, 2.5, 5.0, 1.0])), image)
+    out = workdir / "water-pred"
+    result = sah("sah-predict", str(image), "--model", str(ckpt), "--out", str(out), cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "water" / "result.json").read_text())
+    assert any("brain" in w and "may not be a non-contrast head CT" in w for w in summary["warnings"])
+    assert any("bone" in w for w in summary["warnings"])
+    assert "WARNING" in result.stdout
+    assert nib.load(out / "water" / "mask.nii.gz").shape == (37, 29, 3)
