@@ -141,7 +141,8 @@ def test_predict_warns_on_a_scan_that_is_not_a_head_ct_and_keeps_a_small_grid(tr
     result = sah("sah-predict", str(image), "--model", str(ckpt), "--out", str(out), cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "water" / "result.json").read_text())
-    assert any("brain" in w and "may not be a non-contrast head CT" in w for w in summary["warnings"])
-    assert any("bone" in w for w in summary["warnings"])
+    warnings = summary["warnings"]
+    assert any("brain" in w and "may not be a non-contrast head CT" in w for w in warnings)
+    assert any("bone" in w for w in warnings)
     assert "WARNING" in result.stdout
     assert nib.load(out / "water" / "mask.nii.gz").shape == (37, 29, 3)
