@@ -17,6 +17,7 @@ from sah.cli.run_task import (
     init_checkpoint,
     metric_entities,
     objective_values,
+    restore_best,
     resume_point,
     run_name,
     run_tags,
@@ -80,10 +81,7 @@ def run_mortality(cfg: DictConfig, choices: dict[str, str]) -> float | list[floa
     if trainable > 0 and cfg.trainer.max_epochs > 0:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None)
         raise_if_pruned(callbacks)
-        best = best_checkpoint(trainer)
-        if best is not None:
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
+        restore_best(trainer, module)
     else:
         log.info(
             "nothing to train (trainable parameters: %d): evaluating the net as it is", trainable

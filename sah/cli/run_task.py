@@ -133,10 +133,7 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
             if worker:
                 return None
             raise_if_pruned(callbacks)
-            best = best_checkpoint(trainer)
-            if best is not None:
-                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-                module.load_state_dict(state)
+            restore_best(trainer, module)
         else:
             log.info(
                 "nothing to train (trainable parameters: %d): evaluating the net as it is",
@@ -294,6 +291,15 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
         return None
     path = getattr(cb, "best_model_path", "") or getattr(cb, "last_model_path", "")
     return path or None
+
+
+def restore_best(trainer: L.Trainer, module: L.LightningModule) -> None:
+    """Load the best epoch's weights into ``module``: evaluation scores the checkpoint the run
+    logs, not whatever the last epoch left."""
+    best = best_checkpoint(trainer)
+    if best is not None:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
