@@ -103,9 +103,14 @@ class SegmentationTask(L.LightningModule):
         return self.sliding_window.probability(self.net, image)
 
     def on_validation_epoch_end(self) -> None:
-        if self.val_scores:
-            mean = float(np.mean(list(self.val_scores.values())))
-            self.log("val/dice", mean, prog_bar=True)
+        # Under DDP each rank validates its share of the patients: the mean is over all of them.
+        total = torch.tensor(
+            [sum(self.val_scores.values()), len(self.val_scores)], dtype=torch.float64
+        )
+        if self._trainer is not None and self.trainer.world_size > 1:
+            total = self.all_gather(total.to(self.device)).reshape(-1, 2).sum(0).cpu()
+        if total[1] > 0:
+            self.log("val/dice", float(total[0] / total[1]), prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.net.parameters() if p.requires_grad]

@@ -167,7 +167,6 @@ def test_a_3d_model_on_slice_data_is_one_line_naming_data(tmp_path: Path, tiny_o
     assert "config key 'data'" in result.stderr and "3D" in result.stderr
 
 
-@pytest.mark.slow
 def test_swin_unetr_cpu_recipe_logs_the_study_metrics(
     tmp_path: Path, cache_root: Path, tiny_manifest: Path
 ) -> None:
