@@ -29,12 +29,25 @@ def tiny_overrides(cache_root: Path, tiny_manifest: Path):
     return lambda workdir: tiny_train_overrides(cache_root, workdir)
 
 
-def tiny_train_overrides(cache_root: Path, workdir: Path) -> list[str]:
+@pytest.fixture(scope="session")
+def isolated_overrides(cache_root: Path):
+    """Build sah-train overrides that keep a run's cache, outputs and MLflow store in a folder."""
+    return lambda workdir: isolation_overrides(cache_root, workdir)
+
+
+def isolation_overrides(cache_root: Path, workdir: Path) -> list[str]:
     return [
         f"paths.cache_dir={cache_root}",
         f"paths.root_dir={workdir}",
         f"tracking.uri=sqlite:///{workdir}/mlflow.db",
         f"hydra.run.dir={workdir}/run",
+        f"hydra.sweep.dir={workdir}/multirun",
+    ]
+
+
+def tiny_train_overrides(cache_root: Path, workdir: Path) -> list[str]:
+    return [
+        *isolation_overrides(cache_root, workdir),
         "data.manifest.config.n_patients=6",
         "data.manifest.config.matrix=64",
         "data.manifest.config.spacing_mm=2.5",

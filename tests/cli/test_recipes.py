@@ -50,23 +50,13 @@ def sah_train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def isolated(cache_root: Path, workdir: Path) -> list[str]:
-    return [
-        f"paths.cache_dir={cache_root}",
-        f"paths.root_dir={workdir}",
-        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
-        f"hydra.run.dir={workdir}/run",
-        f"hydra.sweep.dir={workdir}/multirun",
-    ]
-
-
 @pytest.fixture(scope="module")
-def transfer(tmp_path_factory: pytest.TempPathFactory, cache_root: Path):
+def transfer(tmp_path_factory: pytest.TempPathFactory, isolated_overrides):
     """Pre-train, then fine-tune with every adapter option; returns (client, pretrain run id)."""
     workdir = tmp_path_factory.mktemp("recipes")
     pretrain = sah_train(
         "experiment=tbi_pretrain_cpu",
-        *isolated(cache_root, workdir),
+        *isolated_overrides(workdir),
         *TINY,
         *LEARN_SOMETHING,
         cwd=workdir,
@@ -80,7 +70,7 @@ def transfer(tmp_path_factory: pytest.TempPathFactory, cache_root: Path):
         "adapter=glob(*)",
         "adapter.rank=2",
         "fold=0",
-        *isolated(cache_root, workdir),
+        *isolated_overrides(workdir),
         *TINY,
         cwd=workdir,
     )
