@@ -2,14 +2,13 @@
 
     python benchmarks/bench_adapters.py --out bench_results/adapters.json [--quick]
 
-On the lab's 2D segmentation net (``sah.models.mv_unet.MVUnet``; a structurally identical
-copy below if that module is absent) with a 2x1x256x256 batch, 2 threads: seconds per
-training step (forward, backward, Adam step) for each method at ranks 1, 4, 16, 64, full
-fine-tuning, and PEFT's conv LoRA / DoRA on the non-dilated convs (where PEFT is correct)
-next to ours on the same layers; then merged inference against the base model. Every
-contender runs once per round, rounds interleaved, so load from other processes hits all
-alike; the tables report the median over rounds (and the minimum). Also writes a Markdown
-table next to the JSON. ``--quick`` is a seconds-long smoke run on a tiny net.
+On the lab's 2D segmentation net (``sah.models.mv_unet.MVUnet``) with a 2x1x256x256 batch, 2
+threads: seconds per training step (forward, backward, Adam step) for each method at ranks 1,
+4, 16, 64, full fine-tuning, and PEFT's conv LoRA / DoRA on the non-dilated convs (where PEFT
+is correct) next to ours on the same layers; then merged inference against the base model.
+Every contender runs once per round, rounds interleaved, so load from other processes hits all
+alike; the tables report the median over rounds (and the minimum). Also writes a Markdown table
+next to the JSON. ``--quick`` is a seconds-long smoke run on a tiny net.
 
 Fairness notes, also written into the results: frozen norm layers keep their running
 statistics (eval behaviour) in every adapter run, ours and PEFT's alike; full fine-tuning
@@ -45,75 +44,14 @@ from sah.adapters import (
     merge_and_unload,
     set_compute_path,
 )
+from sah.models.mv_unet import MVUnet
 
 LORA = ["lora_c", "conv_lora", "cp_lora"]
 DORA = ["dora_c", "conv_dora", "cp_dora"]
 
 
 # -- the net -----------------------------------------------------------------------------------
-def _cbr(c_in: int, c_out: int, dilation: int = 1) -> list[nn.Module]:
-    conv = nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation)
-    return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
-
-class _Dilated(nn.Module):
-    def __init__(self, c: int, f: int) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(*_cbr(c, f, 1), *_cbr(f, f, 2), *_cbr(f, f, 4))
-
-    def forward(self, x):
-        return torch.cat((x, self.layers(x)), dim=1)
-
-
-class _Down(nn.Module):
-    def __init__(self, f: int) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(*_cbr(f, f), *_cbr(f, f))
-        self.skip = _Dilated(f, f)
-
-    def forward(self, x):
-        return F.max_pool2d(self.conv(x), 2), self.skip(x)
-
-
-class _Up(nn.Module):
-    def __init__(self, c: int, f: int) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(*_cbr(c, f), *_cbr(f, f))
-
-    def forward(self, x, skip):
-        up = F.interpolate(self.conv(x), scale_factor=2, mode="bilinear", align_corners=False)
-        return torch.cat((up, skip), dim=1)
-
-
-class FallbackMVUnet(nn.Module):
-    """The lab's multi-view Unet (M1, M2 dilated skip, M3 head, 2 levels; 232,737 params)."""
-
-    def __init__(self, features: int = 32, levels: int = 2) -> None:
-        super().__init__()
-        f = features
-        self.stem = nn.Sequential(*_cbr(1, f), *_cbr(f, f))
-        self.down = nn.ModuleList(_Down(f) for _ in range(levels))
-        self.bridge = _Dilated(f, f)
-        self.up = nn.ModuleList(_Up(2 * f if i == 0 else 3 * f, f) for i in range(levels))
-        self.head = nn.Sequential(*_cbr(3 * f, f), *_cbr(f, f), nn.Conv2d(f, 1, 1))
-
-    def forward(self, x):
-        x = self.stem(x)
-        skips = []
-        for step in self.down:
-            x, skip = step(x)
-            skips.append(skip)
-        x = self.bridge(x)
-        for step, skip in zip(self.up, reversed(skips), strict=True):
-            x = step(x, skip)
-        return self.head(x)
-
-
 def build_net(features: int) -> tuple[nn.Module, str]:
-    try:
-        from sah.models.mv_unet import MVUnet
-    except ImportError:
-        return FallbackMVUnet(features), "benchmark's FallbackMVUnet"
     return MVUnet(features=features), "sah.models.mv_unet.MVUnet"
 
 
