@@ -101,6 +101,7 @@ def run_mortality(cfg: DictConfig, choices: dict[str, str]) -> float | list[floa
         log_artifact(client, run_id, best, "checkpoints")
 
     value = objective_values(cfg, {**summary, "trainable_params": float(trainable)})
+    client.set_terminated(run_id, "FINISHED")  # also when there was nothing to fit
     print_summary(summary, datamodule, run_id, experiment, cfg)
     return value
 

@@ -58,6 +58,8 @@ def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
         "rank": str(adapter.get("rank", "")),
         "target": str(adapter.get("target", "")),
         "fold": str(cfg.fold),
+        # From-scratch training and fine-tuning of a pre-trained net are different baselines.
+        "init": "pretrained" if cfg.get("init_from") else "scratch",
     }
     return {**tags, **sweep_tags(cfg)}
 
@@ -177,6 +179,8 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
         log_artifact(client, run_id, skipped)
 
     value = objective_values(cfg, {**summary, "trainable_params": float(trainable)})
+    # Lightning ends the run after fit; a run with nothing to train has no fit to end it.
+    client.set_terminated(run_id, "FINISHED")
     print_summary(summary, run_id, experiment, cfg)
     return value
 

@@ -1,7 +1,8 @@
 """Runs of a study and their per-patient metrics, as one long table (one row per run x patient).
 
 Each sah run logs ``per_patient_metrics.csv`` (patient_id, dice, iou, ..., volume_true_ml) and
-is tagged with method, rank, target, fold and model; ``trainable_params`` is a run param. Runs
+is tagged with method, rank, target, fold, model and init (``scratch`` or ``pretrained``: full
+training from scratch is its own baseline, ``scratch``); ``trainable_params`` is a run param. Runs
 that did not finish, pruned or failed trials, sweep parents and earlier reports are left out.
 """
 
@@ -19,7 +20,7 @@ from sah.errors import ConfigError
 
 PER_PATIENT = "per_patient_metrics.csv"
 # Methods whose rank (and, for `none`, target) means nothing: shown as "-" and not split on.
-RANKLESS = ("none", "full")
+RANKLESS = ("none", "full", "scratch")
 KEY = ["model", "method", "target", "rank"]
 
 
@@ -78,6 +79,8 @@ def study_runs(client: MlflowClient, source: Source) -> list[Run]:
 def _describe(run: Run) -> dict[str, object]:
     tags, params = run.data.tags, run.data.params
     method = tags.get("method") or "none"
+    if method == "full" and tags.get("init") == "scratch":
+        method = "scratch"  # every layer trained from random weights: the study's third baseline
     rankless = method in RANKLESS
     trainable = params.get("trainable_params")
     return {

@@ -12,7 +12,17 @@ from sah.metrics.aggregate import VOLUME_BINS_ML, volume_bin, volume_bin_labels
 from sah.report.collect import group_key
 
 # The paper's method order; other methods follow alphabetically.
-METHOD_ORDER = ["none", "full", "lora_c", "conv_lora", "cp_lora", "dora_c", "conv_dora", "cp_dora"]
+METHOD_ORDER = [
+    "none",
+    "scratch",
+    "full",
+    "lora_c",
+    "conv_lora",
+    "cp_lora",
+    "dora_c",
+    "conv_dora",
+    "cp_dora",
+]
 
 
 def _rank_value(rank: object) -> float:

@@ -75,10 +75,23 @@ def transfer(tmp_path_factory: pytest.TempPathFactory, isolated_overrides):
         cwd=workdir,
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
+    # The study's third baseline, training from scratch, logged to the same experiment.
+    scratch = sah_train(
+        "experiment=lora_transfer_cpu",
+        "init_from=null",
+        "adapter=full",
+        *isolated_overrides(workdir),
+        *TINY,
+        cwd=workdir,
+    )
+    assert scratch.returncode == 0, scratch.stderr[-3000:]
     return MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db"), run_id, workdir
 
 
 def finetune_runs(client: MlflowClient, pretrain_id: str) -> dict[str, object]:
+    assert client.get_run(pretrain_id).info.experiment_id != (
+        client.get_experiment_by_name("sah-lora-transfer").experiment_id
+    )  # pre-training has its own experiment, so the transfer table holds only SAH runs
     experiment = client.get_experiment_by_name("sah-lora-transfer")
     runs = client.search_runs([experiment.experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # the sweep's runs
@@ -160,3 +173,33 @@ def test_no_fine_tuning_scores_the_pretrained_net_as_sah_predict_does(
     for patient, dice in scored.items():
         report = json.loads((workdir / "predicted" / str(patient) / "result.json").read_text())
         assert report["metrics"]["dice"] == pytest.approx(dice, abs=1e-6), patient
+
+
+def test_the_documented_report_compares_every_option_with_no_fine_tuning(transfer) -> None:
+    """`sah-report --baseline method=none` over the experiment, as the study's README runs it:
+    every run has finished (also adapter=none, which trains nothing) and is in the table."""
+    client, pretrain_id, workdir = transfer
+    runs = finetune_runs(client, pretrain_id)
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}  # type: ignore[attr-defined]
+    result = subprocess.run(
+        [
+            "sah-report",
+            "--tracking-uri",
+            f"sqlite:///{workdir}/mlflow.db",
+            "--experiment",
+            "sah-lora-transfer",
+            "--baseline",
+            "method=none",
+            "--out",
+            str(workdir / "report"),
+            "--no-log",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (workdir / "report" / "report.md").read_text()
+    for method in [*ADAPTERS, "scratch"]:  # scratch and full fine-tuning are separate rows
+        assert f"| {method} |" in table, method
