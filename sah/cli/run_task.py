@@ -122,7 +122,7 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
         client.set_tag(run_id, "sah.output_dir", str(out_dir))
 
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
-    callbacks.append(InferenceSpecCallback(inference_spec(cfg, datamodule)))
+    callbacks.append(InferenceSpecCallback(lambda: inference_spec(cfg, datamodule)))
     callbacks += trial_callbacks(
         cfg.optuna.storage, cfg.optuna.study_name, cfg.optuna.trial_number, cfg.optimized_metric
     )

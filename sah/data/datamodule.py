@@ -131,7 +131,15 @@ class SliceDataModule(L.LightningDataModule):
 
     def inference_spec(self) -> dict[str, object]:
         """How a trained net sees a volume: stored in checkpoints for sah-predict."""
-        return {"kind": "slices", "window": list(self.window), "slice_size": self.slice_size}
+        spec: dict[str, object] = {
+            "kind": "slices",
+            "window": list(self.window),
+            "slice_size": self.slice_size,
+        }
+        if self.train_patients:  # the pixel size the net learnt blood at (median in-plane)
+            pixels = [float(np.mean(p.spacing[:2])) for p in self.train_patients]
+            spec["pixel_mm"] = round(float(np.median(pixels)), 4)
+        return spec
 
     def train_dataloader(self) -> DataLoader:
         dataset = TrainingSlices(

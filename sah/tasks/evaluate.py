@@ -23,6 +23,10 @@ from sah.metrics import segmentation_metrics
 from sah.tasks.segmentation import predict_slices
 from sah.tasks.sliding_window import SlidingWindow
 
+# A 2D net sees scans whose in-plane spacing is within 10 % of its training pixel size as they
+# are; others are resampled to that pixel size and the probabilities mapped back.
+PIXEL_TOLERANCE = 0.1
+
 
 def predict_volume(
     net: nn.Module,
@@ -59,22 +63,51 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Probabilities on the grid of a raw HU volume, preprocessed as the checkpoint's spec says.
 
-    2D nets run slice by slice on the scan itself. 3D nets run by sliding windows on the
+    2D nets run slice by slice on the scan itself, resampled in-plane to the training pixel size
+    when it differs by more than PIXEL_TOLERANCE. 3D nets run by sliding windows on the
     preprocessed (resampled, cropped) volume; the probabilities are then mapped back onto the
     scan's own voxels through the two affines (linear interpolation, 0 outside the crop).
     """
     kind = spec.get("kind")
     if kind == "slices":
         window, size = tuple(spec["window"]), int(spec["slice_size"])
-        prob = slice_probabilities(net, ct.array, window, size)
+        image = ct.array
+        trained_mm = spec.get("pixel_mm")  # absent in checkpoints from before it was recorded
+        if trained_mm and max(abs(s / trained_mm - 1.0) for s in ct.spacing[:2]) > PIXEL_TOLERANCE:
+            # Blood must look as large (in pixels) as in training: slices go to its pixel size.
+            shape = tuple(
+                max(1, round(n * s / trained_mm))
+                for n, s in zip(image.shape[:2], ct.spacing[:2], strict=True)
+            )
+            image = resample_in_plane(image, shape)
+        prob = slice_probabilities(net, image, window, size)
         if flip_tta:
             # Left-right flip (axis 0 is x in RAS): predict on the mirror, mirror back.
-            mirrored = slice_probabilities(net, ct.array[::-1].copy(), window, size)
+            mirrored = slice_probabilities(net, image[::-1].copy(), window, size)
             prob = (prob + mirrored[::-1]) / 2
+        if prob.shape != ct.array.shape:
+            prob = resample_in_plane(prob, ct.array.shape[:2])
         return prob
     if kind == "volume":
         return volume_probabilities(net, ct, spec, flip_tta)
     raise ValueError(f"unknown inference kind {kind!r} in the checkpoint's spec")
+
+
+def resample_in_plane(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``volume`` (x, y, z) linearly resampled to ``shape`` in-plane over the same field of
+    view (voxel centres aligned as grids of equal extent); slices are kept."""
+    from scipy.ndimage import map_coordinates
+
+    nx, ny, nz = volume.shape
+    axes = [
+        (np.arange(n_new, dtype=np.float32) + 0.5) * (n_old / n_new) - 0.5
+        for n_old, n_new in zip((nx, ny), shape, strict=True)
+    ]
+    gx, gy = np.meshgrid(*axes, indexing="ij")
+    out = np.empty((shape[0], shape[1], nz), dtype=np.float32)
+    for k in range(nz):
+        out[:, :, k] = map_coordinates(volume[:, :, k], [gx, gy], order=1, mode="nearest")
+    return out
 
 
 def volume_probabilities(

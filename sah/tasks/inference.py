@@ -8,7 +8,7 @@ it. Adapters are merged into the base weights before inference: zero overhead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,17 @@ SPEC_KEY = "sah_inference"
 
 
 class InferenceSpecCallback(L.Callback):
-    """Store the inference spec (plain types only) in every checkpoint Lightning writes."""
+    """Store the inference spec (plain types only) in every checkpoint Lightning writes.
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    ``spec`` may be a function, called at each save: parts of the spec (the training pixel
+    size) are known only once the data is set up.
+    """
+
+    def __init__(self, spec: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         self.spec = spec
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[SPEC_KEY] = self.spec
+        checkpoint[SPEC_KEY] = self.spec() if callable(self.spec) else self.spec
 
 
 @dataclass

@@ -96,6 +96,11 @@ def test_predict_writes_mask_on_the_input_grid_and_volume(trained, tiny_manifest
     )
     assert row["patient_id"] in result.stdout and "mL" in result.stdout
     assert summary["warnings"] == []  # a (synthetic) head CT passes the HU histogram checks
+    # The checkpoint records the pixel size the net learnt at (the tiny cohort's 2.5 mm).
+    import torch
+
+    spec = torch.load(ckpt, map_location="cpu", weights_only=True)["sah_inference"]
+    assert spec["pixel_mm"] == pytest.approx(2.5)
     assert (case / "overlay.png").stat().st_size > 0
 
     # The same command again must not replace the result.

@@ -1,4 +1,5 @@
-"""Predictions of 3D nets, made in the preprocessed grid, land on the right voxels of the scan."""
+"""Predictions made in another grid (3D nets' preprocessed grid, 2D nets' training pixel size)
+land on the right voxels of the scan."""
 
 from __future__ import annotations
 
@@ -60,3 +61,44 @@ def test_volume_predictions_map_back_onto_the_scan_grid() -> None:
     # Resampling to 1.5x1.5x2 mm and back costs only the ball's boundary voxels.
     assert scores["dice"] > 0.9
     assert abs(scores["volume_pred_ml"] - scores["volume_true_ml"]) / scores["volume_true_ml"] < 0.1
+
+
+class Threshold2d(nn.Module):
+    """The 2D 'net' of a slice model: positive logit where the windowed input exceeds 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(50.0)
+            self.conv.bias.fill_(-25.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_a_slice_model_sees_a_finer_scan_at_its_training_pixel_size() -> None:
+    """A 2D net trained on 1.8 mm pixels and 24-pixel slices gets a 0.9 mm, 72x64 scan. Resampled
+    to 1.8 mm the whole field of view fits the net's slice, so the ball off centre (largely
+    outside a 24-pixel centre crop of the raw scan) is found; the mask is on the scan grid."""
+    ct, ball = scan_with_ball()
+    spec = {"kind": "slices", "window": [0.0, 140.0], "slice_size": 24, "pixel_mm": 1.8}
+    prob = predict_probabilities(Threshold2d(), ct, spec)
+    assert prob.shape == ct.array.shape
+    scores = segmentation_metrics(prob >= 0.5, ball, ct.spacing)
+    assert scores["dice"] > 0.9
+    assert abs(scores["volume_pred_ml"] - scores["volume_true_ml"]) / scores["volume_true_ml"] < 0.1
+    # Without the recorded pixel size (older checkpoints) the raw scan is centre-cropped.
+    legacy = predict_probabilities(Threshold2d(), ct, {**spec, "pixel_mm": None})
+    assert segmentation_metrics(legacy >= 0.5, ball, ct.spacing)["dice"] < 0.8
+
+
+def test_in_plane_resampling_keeps_the_field_of_view() -> None:
+    from sah.tasks.evaluate import resample_in_plane
+
+    x = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((1, 6, 2), np.float32)
+    coarse = resample_in_plane(x, (4, 3))
+    np.testing.assert_allclose(coarse[:, 0, 0], [0.5, 2.5, 4.5, 6.5])  # centres of pixel pairs
+    back = resample_in_plane(coarse, (8, 6))
+    assert back.shape == x.shape
+    np.testing.assert_allclose(back[1:-1, :, :], x[1:-1, :, :], atol=1e-5)  # linear: exact inside
