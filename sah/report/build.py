@@ -61,7 +61,7 @@ def _markdown(
         else (f"experiment '{source.experiment}'")
     )
     shown = configs[key].copy()
-    shown["trainable params"] = configs["trainable_params"]
+    shown["trainable params"] = [markdown.count(v) for v in configs["trainable_params"]]
     shown["folds"] = configs["n_folds"]
     shown["patients"] = configs["n_patients"]
     shown[f"{metric} (mean ± SD, patients)"] = [

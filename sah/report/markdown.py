@@ -17,6 +17,11 @@ def cell(value: object, digits: int = 3) -> str:
     return str(value).replace("|", "\\|")
 
 
+def count(value: float) -> str:
+    """A count kept in a float column (NaN when unknown): ``0``, ``1,634``, ``–``."""
+    return "–" if math.isnan(value) else f"{int(value):,}"
+
+
 def table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "_(none)_\n"

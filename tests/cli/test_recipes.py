@@ -203,3 +203,4 @@ def test_the_documented_report_compares_every_option_with_no_fine_tuning(transfe
     table = (workdir / "report" / "report.md").read_text()
     for method in [*ADAPTERS, "scratch"]:  # scratch and full fine-tuning are separate rows
         assert f"| {method} |" in table, method
+    assert "| none | - | - | 0 |" in table  # a count, not 0.000
