@@ -51,8 +51,8 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, ours against the reference side by side; results in bench_results/."""
     install(session)
     session.run("python", "benchmarks/bench_adapters.py", "--out", "bench_results/adapters.json")
-    if os.path.exists("benchmarks/bench_cache.py"):
-        session.run("python", "benchmarks/bench_cache.py", "--out", "bench_results/cache.json")
+    session.run("python", "benchmarks/bench_cache.py", "--out", "bench_results/cache.json")
+    session.run("python", "benchmarks/bench_synthetic.py", "--out", "bench_results/synthetic.json")
 
 
 @nox.session
