@@ -112,7 +112,11 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         for k, v in checkpoint["state_dict"].items()
         if k.startswith("net.")
     }
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes differ: torch names each layer and both shapes
+        detail = " ".join(str(err).split("\n\t")[1:3])
+        raise DataError(path, f"does not fit its model config: {detail}") from err
     if missing or unexpected:
         raise DataError(
             path,

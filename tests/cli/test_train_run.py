@@ -151,3 +151,45 @@ def test_predict_warns_on_a_scan_that_is_not_a_head_ct_and_keeps_a_small_grid(tr
     assert any("bone" in w for w in warnings)
     assert "WARNING" in result.stdout
     assert nib.load(out / "water" / "mask.nii.gz").shape == (37, 29, 3)
+
+
+def test_predict_names_the_layers_of_a_checkpoint_that_does_not_fit_its_model(
+    trained, tiny_manifest: Path
+) -> None:
+    import torch
+
+    from sah.errors import DataError
+    from sah.tasks.inference import load_segmenter
+
+    workdir, _, _ = trained
+    checkpoint = torch.load(
+        next((workdir / "run" / "checkpoints").glob("*.ckpt")),
+        map_location="cpu",
+        weights_only=True,
+    )
+    state = checkpoint["state_dict"]
+    dropped = sorted(k for k in state if k.startswith("net.") and k.endswith(".weight"))[0]
+    edited = {**checkpoint, "state_dict": {k: v for k, v in state.items() if k != dropped}}
+    torch.save(edited, workdir / "missing.ckpt")
+    result = sah(
+        "sah-predict",
+        str(tiny_manifest),
+        "--model",
+        str(workdir / "missing.ckpt"),
+        "--out",
+        str(workdir / "never"),
+        cwd=workdir,
+    )
+    assert result.returncode == 2
+    assert "missing.ckpt" in result.stderr and dropped.removeprefix("net.") in result.stderr
+    assert not (workdir / "never").exists()  # nothing written for a model that cannot load
+
+    # Weights of another size (the spec asks for twice the channels the weights have).
+    spec = checkpoint["sah_inference"]
+    wider = {
+        **spec,
+        "model": {**spec["model"], "channels": [c * 2 for c in spec["model"]["channels"]]},
+    }
+    torch.save({**checkpoint, "sah_inference": wider}, workdir / "wider.ckpt")
+    with pytest.raises(DataError, match=r"wider\.ckpt.*does not fit its model config.*size"):
+        load_segmenter([workdir / "wider.ckpt"])
