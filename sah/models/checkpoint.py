@@ -144,6 +144,17 @@ def load_weights(
         # LightningModule (losses, metrics), not to the network.
         state = remap_keys(state, prefix_map, drop_unmapped=is_lightning)
 
+    load_state(model, state, path, strict)
+
+
+def load_state(
+    model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, strict: bool = True
+) -> None:
+    """Load ``state`` (keys already in the model's naming) read from ``path`` into ``model``.
+
+    Missing, unexpected and reshaped layers are named in one ``DataError`` (see ``load_weights``
+    for ``strict``), so every loader of weights reports a misfit the same way.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
@@ -155,7 +166,7 @@ def load_weights(
     nothing_matches = len(unexpected) == len(state)
     if mismatched or nothing_matches or (strict and (missing or unexpected)):
         raise DataError(
-            path,
+            Path(path),
             f"weights do not fit {type(model).__name__}: "
             + "; ".join(
                 f"{len(names)} {kind}: {_first(names)}"

@@ -77,6 +77,7 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     from hydra.utils import instantiate
 
     from sah.adapters import AdapterConfig, inject, merge_and_unload
+    from sah.models.checkpoint import load_state
 
     path = Path(path)
     if not path.is_file():
@@ -112,17 +113,7 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         for k, v in checkpoint["state_dict"].items()
         if k.startswith("net.")
     }
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shapes differ: torch names each layer and both shapes
-        detail = " ".join(str(err).split("\n\t")[1:3])
-        raise DataError(path, f"does not fit its model config: {detail}") from err
-    if missing or unexpected:
-        raise DataError(
-            path,
-            f"does not fit its model config: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}",
-        )
+    load_state(net, state, path)  # names missing, unexpected and reshaped layers
     if adapter and adapter.get("method") not in (None, "none", "full"):
         net = merge_and_unload(net)
     net.eval()
