@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,22 @@ def tiny_train_overrides(cache_root: Path, workdir: Path) -> list[str]:
         "trainer.max_epochs=1",
         "callbacks.progress=null",
     ]
+
+
+@pytest.fixture
+def quick_benchmark(tmp_path: Path):
+    """Run ``benchmarks/<name>.py --quick`` (a seconds-long smoke run); return its JSON path."""
+
+    def run(name: str) -> Path:
+        script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        out = tmp_path / f"{name}.json"
+        done = subprocess.run(
+            [sys.executable, str(script), "--quick", "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return out
+
+    return run

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_adapters.py"
 
 
-def test_quick_run_writes_results(tmp_path):
-    out = tmp_path / "adapters.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_quick_run_writes_results(quick_benchmark):
+    out = quick_benchmark("bench_adapters")
     payload = json.loads(out.read_text())
     keys = {row["key"] for row in payload["summary"]["rows"]}
     assert "full" in keys

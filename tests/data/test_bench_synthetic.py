@@ -4,22 +4,10 @@ checks: the numbers are measured, not asserted)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_synthetic.py"
 
 
-def test_quick_run_writes_results(tmp_path: Path) -> None:
-    out = tmp_path / "synthetic.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_quick_run_writes_results(quick_benchmark) -> None:
+    out = quick_benchmark("bench_synthetic")
     result = json.loads(out.read_text())
     assert set(result["seconds"]) == {"anatomy", "workers_1", "workers_2", "reuse"}
     assert result["config"]["n_patients"] == 3
