@@ -33,6 +33,8 @@ class AdapterConfig:
     ``targets`` is a module-group name the model declares (``module_groups()``), ``"all"``, a
     regular expression searched in module names, or a list of these (their union).
     ``dropout`` drops the input of the update branch while training only.
+    ``fold_norm``: an adapted conv applies the frozen BatchNorm that follows it in an
+    ``nn.Sequential`` itself while unmerged (same outputs, a cheaper step; ``normfold``).
     For ``method`` ``"full"`` and ``"none"`` the rank is ignored.
     """
 
@@ -44,6 +46,7 @@ class AdapterConfig:
     train_norm: bool = False
     detach_norm: bool = True
     dropout: float = 0.0
+    fold_norm: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -8,6 +8,7 @@ running statistics (as in eval mode) so that "frozen" means nothing about them c
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from torch import nn
 from .config import AdapterConfig, AdapterError
 from .geometry import SUPPORTED_TYPES
 from .layers import COMPUTE_PATHS, AdapterLayer
+from .normfold import can_fold
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm*, SyncBatchNorm, InstanceNorm*
@@ -170,8 +172,23 @@ def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
     for name, module in modules.items():
         if _is_norm(module) and name not in trainable_norms:
             module.register_forward_pre_hook(_freeze_statistics)
+    if config.fold_norm:
+        _fold_norms(model)
     setattr(model, STATE_ATTR, AdapterState(config, adapted, trainable, requires_grad))
     return list(adapted)
+
+
+def _fold_norms(model: nn.Module) -> None:
+    """Let each adapted conv apply the frozen BatchNorm that follows it in a Sequential."""
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.children())
+        for layer, norm in itertools.pairwise(children):
+            if not isinstance(layer, AdapterLayer) or layer.geometry.kind == "linear":
+                continue
+            if can_fold(norm, layer.geometry.dims, layer.geometry.c_out):
+                layer.fold_norm(norm)
 
 
 def adapter_state(model: nn.Module) -> AdapterState:
@@ -215,6 +232,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     state = getattr(model, STATE_ATTR, None)
     for name, layer in _adapter_layers(model):
         layer.merge()
+        layer.unfold_norm()
         layer._merged_backup = None
         _set_module(model, name, layer.base_layer)
     for module in model.modules():

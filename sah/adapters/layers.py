@@ -15,6 +15,7 @@ from .config import AdapterConfig, AdapterError
 from .factors import Factorisation, factorisation_class
 from .geometry import Geometry, geometry_of
 from .lowrank import LowRankConv, LowRankPlan, group_mix
+from .normfold import fold, norm_affine, unfold
 from .pathcost import choose_path, input_ratio, taps_apply
 
 COMPUTE_PATHS = ("auto", "weight", "lowrank", "lowrank_taps")
@@ -56,6 +57,9 @@ class AdapterLayer(nn.Module):
         self.merged = False
         self._merged_backup: torch.Tensor | None = None
         self.compute_path = "auto"
+        # The frozen BatchNorm right after this layer, applied here while unmerged (normfold);
+        # a plain attribute, not a submodule: the norm stays where it is in the model.
+        self.__dict__["folded_norm"] = None
 
     # -- the update --------------------------------------------------------------------------
     @property
@@ -107,6 +111,7 @@ class AdapterLayer(nn.Module):
         self._merged_backup = self.base_layer.weight.detach().clone()
         self.base_layer.weight.copy_(merged)
         self.merged = True
+        self._sync_norm()
 
     @torch.no_grad()
     def unmerge(self) -> None:
@@ -117,18 +122,57 @@ class AdapterLayer(nn.Module):
         self.base_layer.weight.copy_(self._merged_backup)
         self._merged_backup = None
         self.merged = False
+        self._sync_norm()
+
+    # -- a folded norm -----------------------------------------------------------------------
+    def fold_norm(self, norm: nn.Module) -> None:
+        """Apply ``norm``, the frozen BatchNorm after this layer, here while unmerged."""
+        fold(norm)
+        self.__dict__["folded_norm"] = norm
+        self._sync_norm()
+
+    def unfold_norm(self) -> None:
+        """Give the folded norm back its own forward and class."""
+        norm = self.folded_norm
+        if norm is not None:
+            unfold(norm)
+            self.__dict__["folded_norm"] = None
+
+    def _sync_norm(self) -> None:
+        if self.folded_norm is not None:
+            self.folded_norm.folded = not self.merged
+
+    def _output_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The folded norm's per-channel ``(a, b)`` while this layer applies it."""
+        if self.folded_norm is None or self.merged:
+            return None
+        return norm_affine(self.folded_norm)
+
+    def _fold_affine(self, weight, bias, affine):
+        """Weight and bias of ``a * op(x, weight, bias) + b``."""
+        a, b = affine
+        weight = self.geometry.scale_channels(weight, a)
+        return weight, b if bias is None else torch.addcmul(b, a, bias)
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if self.merged:
             return self.base_layer(x, *args, **kwargs)
         output_padding = self._call_output_padding(x, args, kwargs)
+        affine = self._output_affine()
         if self.training and not isinstance(self.dropout, nn.Identity):
-            return self._forward_dropout(x, output_padding)
+            out = self._forward_dropout(x, output_padding)
+            if affine is None:
+                return out
+            shape = (-1,) + (1,) * self.geometry.dims
+            return torch.addcmul(affine[1].reshape(shape), out, affine[0].reshape(shape))
         path = self._training_path(x)
         if path != "weight":
-            return self._forward_lowrank(x, output_padding, taps=path == "lowrank_taps")
-        return self._base_op(x, self.effective_weight(), output_padding)
+            return self._forward_lowrank(x, output_padding, path == "lowrank_taps", affine)
+        weight, bias = self.effective_weight(), self.base_layer.bias
+        if affine is not None:
+            weight, bias = self._fold_affine(weight, bias, affine)
+        return self._base_op(x, weight, output_padding, bias)
 
     def _call_output_padding(self, x, args, kwargs) -> tuple[int, ...] | None:
         geo = self.geometry
@@ -146,19 +190,19 @@ class AdapterLayer(nn.Module):
             )
         )
 
-    def _base_op(self, x, weight, output_padding) -> torch.Tensor:
-        """The base layer's own computation with another weight."""
+    def _base_op(self, x, weight, output_padding, bias) -> torch.Tensor:
+        """The base layer's own computation with another weight and bias."""
         base = self.base_layer
         geo = self.geometry
         if geo.kind == "linear":
-            return F.linear(x, weight, base.bias)
+            return F.linear(x, weight, bias)
         if not geo.transposed:
-            return base._conv_forward(x, weight, base.bias)
+            return base._conv_forward(x, weight, bias)
         conv_transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[geo.dims - 1]
         return conv_transpose(
             x,
             weight,
-            base.bias,
+            bias,
             base.stride,
             base.padding,
             base.output_padding if output_padding is None else output_padding,
@@ -191,7 +235,7 @@ class AdapterLayer(nn.Module):
             return x.unsqueeze(0), lambda y: y.squeeze(0)
         return x, lambda y: y
 
-    def _forward_lowrank(self, x, output_padding, taps: bool) -> torch.Tensor:
+    def _forward_lowrank(self, x, output_padding, taps: bool, affine=None) -> torch.Tensor:
         geo = self.geometry
         x, restore = self._to_batched(x)
         padded = geo.pad_input(x)
@@ -203,11 +247,16 @@ class AdapterLayer(nn.Module):
             if not self.detach_norm:  # the exact norm gradient flows through the factors
                 source = self.base_layer.weight + self.get_delta_weight()
             channel_scale = self._channel_scale(source)
-        plan = LowRankPlan(geo, self.factors, self.scale, output_padding, taps)
+        bias = self.base_layer.bias
+        if affine is not None:
+            with torch.no_grad():
+                direction, bias = self._fold_affine(direction, bias, affine)
+        out_scale = None if affine is None else affine[0]
+        plan = LowRankPlan(geo, self.factors, self.scale, output_padding, taps, out_scale)
         out = LowRankConv.apply(
             padded,
             direction,
-            self.base_layer.bias,
+            bias,
             channel_scale,
             self.factors.out_factor(),
             plan,
@@ -219,7 +268,7 @@ class AdapterLayer(nn.Module):
         """Training with dropout: the update branch sees ``dropout(x)``, the base branch ``x``."""
         geo = self.geometry
         base = self.base_layer
-        base_out = self._base_op(x, base.weight, output_padding)
+        base_out = self._base_op(x, base.weight, output_padding, base.bias)
         dropped, restore = self._to_batched(self.dropout(x))
         z = self.factors.in_stage(
             geo.pad_input(dropped), self.factors.in_stage_params(), output_padding

@@ -78,6 +78,7 @@ class LowRankPlan:
     scale: float
     output_padding: tuple[int, ...] | None
     taps: bool = False  # dense in-stage evaluated per kernel tap (see taps.py)
+    out_scale: torch.Tensor | None = None  # a folded norm's per-channel scale (normfold.py)
 
 
 def _input_grad(plan: LowRankPlan, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
@@ -172,9 +173,14 @@ class LowRankConv(torch.autograd.Function):
             ).sum(0)
 
         g = geo.groups
-        mix = out_factor  # (g, c_out/g, R)
-        if channel_scale is not None:
-            mix = mix * channel_scale.reshape(g, -1, 1)
+        # Constant per-output-channel factors between the update and the output: DoRA's
+        # m / ||V|| and a folded norm's scale.
+        row_scale = None
+        for factor in (channel_scale, plan.out_scale):
+            if factor is not None:
+                factor = factor.detach().reshape(g, -1, 1)
+                row_scale = factor if row_scale is None else row_scale * factor
+        mix = out_factor if row_scale is None else out_factor * row_scale  # (g, c_out/g, R)
         mix = mix.detach()
         stage_grads: list[torch.Tensor | None] = [None] * len(stage_params)
         grad_out_factor = None
@@ -193,8 +199,8 @@ class LowRankConv(torch.autograd.Function):
                     z = plan.factors.in_stage(x, leaves, plan.output_padding)
             if needs[4]:
                 grad_out_factor = _mix_weight_grad(grad, z.detach(), g) * plan.scale
-                if channel_scale is not None:
-                    grad_out_factor = grad_out_factor * channel_scale.detach().reshape(g, -1, 1)
+                if row_scale is not None:
+                    grad_out_factor = grad_out_factor * row_scale
             if any(want_stage):
                 grad_z = _mix(mix.transpose(1, 2) * plan.scale, grad)
                 wanted = [p for p, w in zip(leaves, want_stage, strict=True) if w]

@@ -163,8 +163,8 @@ def test_merge_and_unload_gives_plain_layers(method):
     assert set(plain.state_dict()) == set(reference.state_dict())
     assert all(p.requires_grad for p in plain.parameters())
     assert not any(m._forward_pre_hooks for m in plain.modules())
-    with torch.no_grad():
-        torch.testing.assert_close(plain(x), expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # float32; unmerged, the BatchNorms are folded into the convs
+        torch.testing.assert_close(plain(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_unloaded_model_saves_scripts_and_exports():
