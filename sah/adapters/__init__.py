@@ -18,6 +18,9 @@ Decisions worth knowing:
   ``dW[o, i, a, b] = (B A)[(o, a), (i, b)]``.
 - A training step picks, per layer, plain autograd through W' or a low-rank gradient path
   (same forward and gradients, cheaper backward); see ``pathcost`` and ``set_compute_path``.
+- An adapted conv followed by a frozen BatchNorm in an ``nn.Sequential`` applies the norm
+  itself while unmerged, and the norm passes its input through (``normfold``;
+  ``fold_norm=False`` turns it off, e.g. for hooks on the conv's own output).
 
 Imports nothing else of ``sah`` so that it can be taken into another project.
 """

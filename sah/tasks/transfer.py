@@ -23,6 +23,7 @@ class AdapterSettings:
     train_norm: bool = False
     detach_norm: bool = True
     dropout: float = 0.0
+    fold_norm: bool = True
 
 
 def prepare_network(
@@ -50,5 +51,6 @@ def prepare_network(
         train_norm=adapter.train_norm,
         detach_norm=adapter.detach_norm,
         dropout=adapter.dropout,
+        fold_norm=adapter.fold_norm,
     )
     return inject(net, config)
