@@ -30,7 +30,14 @@ class Factorisation(nn.Module):
     zero_factor: str = ""  # the factor touching the output axis, zero at initialisation
     dense_stage = False  # in_stage is one conv with ``stage_weight(params)``
 
-    def __init__(self, geometry: Geometry, rank: int) -> None:
+    def __init__(
+        self,
+        geometry: Geometry,
+        rank: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        """``dtype`` and ``device`` are those of the factors a subclass creates."""
         super().__init__()
         self.geometry = geometry
         self.rank = rank

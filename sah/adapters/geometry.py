@@ -10,10 +10,12 @@ it applies the layer's operation with another weight.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from .config import AdapterError
 
@@ -146,7 +148,7 @@ class Geometry:
         )
 
 
-def _normalise_padding(layer: nn.Module, dims: int) -> tuple[tuple[int, ...], tuple | None, str]:
+def _normalise_padding(layer: _ConvNd, dims: int) -> tuple[tuple[int, ...], tuple | None, str]:
     """(symmetric conv padding, F.pad amounts or None, F.pad mode) equivalent to the layer's."""
     mode = getattr(layer, "padding_mode", "zeros")
     padding = layer.padding
@@ -177,21 +179,23 @@ def geometry_of(layer: nn.Module, name: str) -> Geometry:
     if not isinstance(weight, torch.Tensor) or uninitialised:
         raise AdapterError(f"layer '{name}' has no initialised weight; run one forward first")
     if cls is nn.Linear:
+        lin = cast(nn.Linear, layer)
         return Geometry(
-            "linear", layer.in_features, layer.out_features, 1, (), (), (), (), (), None, "constant"
+            "linear", lin.in_features, lin.out_features, 1, (), (), (), (), (), None, "constant"
         )
     dims, transposed = CONV_TYPES[cls]
-    padding, prepad, prepad_mode = _normalise_padding(layer, dims)
+    conv = cast(_ConvNd, layer)
+    padding, prepad, prepad_mode = _normalise_padding(conv, dims)
     return Geometry(
         kind="conv_transpose" if transposed else "conv",
-        c_in=layer.in_channels,
-        c_out=layer.out_channels,
-        groups=layer.groups,
-        kernel=tuple(layer.kernel_size),
-        stride=tuple(layer.stride),
+        c_in=conv.in_channels,
+        c_out=conv.out_channels,
+        groups=conv.groups,
+        kernel=tuple(conv.kernel_size),
+        stride=tuple(conv.stride),
         padding=padding,
-        dilation=tuple(layer.dilation),
-        output_padding=tuple(layer.output_padding) if transposed else (0,) * dims,
+        dilation=tuple(conv.dilation),
+        output_padding=tuple(conv.output_padding) if transposed else (0,) * dims,
         prepad=prepad,
         prepad_mode=prepad_mode,
     )

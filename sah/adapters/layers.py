@@ -7,15 +7,25 @@ LoRA family: ``W' = W0 + s dW``; DoRA family: ``W' = m V / ||V||`` with ``V = W0
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from .config import AdapterConfig, AdapterError
 from .factors import Factorisation, factorisation_class
 from .geometry import Geometry, geometry_of
 from .lowrank import LowRankConv, LowRankPlan, group_mix
-from .normfold import fold, norm_affine, unfold
+from .normfold import (
+    FoldedBatchNorm1d,
+    FoldedBatchNorm2d,
+    FoldedBatchNorm3d,
+    fold,
+    norm_affine,
+    unfold,
+)
 from .pathcost import choose_path, input_ratio, taps_apply
 
 COMPUTE_PATHS = ("auto", "weight", "lowrank", "lowrank_taps")
@@ -32,19 +42,23 @@ class AdapterLayer(nn.Module):
     outputs and gradients; inference and merged layers always run the single op with W'.
     """
 
+    # Set through ``__dict__`` (see ``__init__``), so declared here for the type checker.
+    folded_norm: FoldedBatchNorm1d | FoldedBatchNorm2d | FoldedBatchNorm3d | None
+
     def __init__(self, base_layer: nn.Module, name: str, config: AdapterConfig) -> None:
         super().__init__()
         geometry = geometry_of(base_layer, name)
         if config.is_baseline:
             raise AdapterError(f"method {config.method!r} adds no adapter layer")
-        self.base_layer = base_layer
+        # geometry_of admits exactly nn.Linear, nn.ConvNd and nn.ConvTransposeNd.
+        self.base_layer = cast("nn.Linear | _ConvNd", base_layer)
         self.geometry: Geometry = geometry
         self.layer_name = name
         self.method = config.method
         self.rank = config.rank
         self.scale = config.scale
         self.detach_norm = config.detach_norm
-        weight = base_layer.weight
+        weight = self.base_layer.weight
         cls = factorisation_class(config.factorisation, geometry)
         self.factors: Factorisation = cls(
             geometry, config.rank, dtype=weight.dtype, device=weight.device
@@ -183,16 +197,24 @@ class AdapterLayer(nn.Module):
         output_size = kwargs.pop("output_size", args[0] if args else None)
         if output_size is None:
             return None
-        base = self.base_layer
+        base = cast(_ConvTransposeNd, self.base_layer)
+        # torch annotates these list[int] (for TorchScript); its own forward passes the same
+        # tuples and ignores the same errors
         return tuple(
             base._output_padding(
-                x, output_size, base.stride, base.padding, base.kernel_size, geo.dims, base.dilation
+                x,
+                output_size,
+                base.stride,  # type: ignore[arg-type]
+                base.padding,  # type: ignore[arg-type]
+                base.kernel_size,  # type: ignore[arg-type]
+                geo.dims,
+                base.dilation,  # type: ignore[arg-type]
             )
         )
 
     def _base_op(self, x, weight, output_padding, bias) -> torch.Tensor:
         """The base layer's own computation with another weight and bias."""
-        base = self.base_layer
+        base = cast(_ConvNd, self.base_layer)  # only the convolutions below use it
         geo = self.geometry
         if geo.kind == "linear":
             return F.linear(x, weight, bias)
@@ -204,7 +226,7 @@ class AdapterLayer(nn.Module):
             weight,
             bias,
             base.stride,
-            base.padding,
+            cast("tuple[int, ...]", base.padding),  # never a string on a transposed conv
             base.output_padding if output_padding is None else output_padding,
             base.groups,
             base.dilation,

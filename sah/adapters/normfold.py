@@ -13,8 +13,11 @@ pass-through subclass (still an ``nn.BatchNormNd``) until ``merge_and_unload`` r
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class _PassThroughWhileFolded:
@@ -46,17 +49,18 @@ FOLDED_CLASS: dict[type[nn.Module], type[nn.Module]] = {
     nn.BatchNorm3d: FoldedBatchNorm3d,
 }
 ORIGINAL_CLASS = {folded: original for original, folded in FOLDED_CLASS.items()}
-NORM_DIMS = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}
+NORM_DIMS: dict[type[nn.Module], int] = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}
 
 
 def can_fold(norm: nn.Module, conv_dims: int, channels: int) -> bool:
     """A plain BatchNorm of the conv's dimensionality and width, frozen, with running stats."""
+    bn = cast(_BatchNorm, norm)  # read below only once type(norm) is a plain BatchNorm
     return (
         type(norm) in FOLDED_CLASS
         and NORM_DIMS[type(norm)] == conv_dims
-        and norm.num_features == channels
-        and norm.track_running_stats
-        and norm.running_mean is not None
+        and bn.num_features == channels
+        and bn.track_running_stats
+        and bn.running_mean is not None
         and not any(p.requires_grad for p in norm.parameters())
     )
 
@@ -73,12 +77,15 @@ def unfold(norm: nn.Module) -> None:
 
 
 @torch.no_grad()
-def norm_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def norm_affine(norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """``(a, b)`` with ``norm(y) = a y + b`` per channel, from the running statistics."""
-    scale = torch.rsqrt(norm.running_var + norm.eps)
+    # A folded norm tracks running statistics (can_fold), so neither buffer is None.
+    running_mean = cast(torch.Tensor, norm.running_mean)
+    running_var = cast(torch.Tensor, norm.running_var)
+    scale = torch.rsqrt(running_var + norm.eps)
     if norm.weight is not None:
         scale = scale * norm.weight
-    shift = -norm.running_mean * scale
+    shift = -running_mean * scale
     if norm.bias is not None:
         shift = shift + norm.bias
     return scale, shift

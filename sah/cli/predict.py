@@ -20,6 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -96,13 +97,13 @@ def mask_in_input_orientation(mask_ras: np.ndarray, source: Path):
     import nibabel as nib
     from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-    original = nib.load(str(source))
+    original = cast(nib.Nifti1Image, nib.load(str(source)))  # load_ct reads only NIfTI files
     transform = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(original.affine))
     data = apply_orientation(mask_ras.astype(np.uint8), transform)
     return nib.Nifti1Image(data, original.affine)
 
 
-def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, object]:
+def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, Any]:
     """Segment one case into ``out_dir`` and return its summary row."""
     import nibabel as nib
 
@@ -114,7 +115,7 @@ def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, o
     ct = load_ct(case.image)
     mask = segmenter.segment(ct, flip_tta=tta)
     voxel_ml = float(np.prod(ct.spacing)) / 1000.0
-    result: dict[str, object] = {
+    result: dict[str, Any] = {
         "case": case.name,
         "blood_volume_ml": round(float(mask.sum()) * voxel_ml, 3),
         "spacing_mm": [round(float(s), 4) for s in ct.spacing],
@@ -137,7 +138,7 @@ def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, o
     return result
 
 
-def summary_line(result: dict[str, object]) -> str:
+def summary_line(result: dict[str, Any]) -> str:
     line = f"{result['case']}: blood {result['blood_volume_ml']:.1f} mL"
     metrics = result.get("metrics")
     if isinstance(metrics, dict):
@@ -147,7 +148,7 @@ def summary_line(result: dict[str, object]) -> str:
     return line
 
 
-def run(args: argparse.Namespace) -> list[dict[str, object]]:
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from sah.tasks.inference import load_segmenter
 
     cases = collect_cases(args.inputs, args.label)
@@ -181,12 +182,12 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
     return results
 
 
-def write_summary(results: list[dict[str, object]], path: Path) -> None:
+def write_summary(results: list[dict[str, Any]], path: Path) -> None:
     rows = []
     for r in results:
         row = {"case": r["case"], "blood_volume_ml": r["blood_volume_ml"]}
-        row.update({k: v for k, v in (r.get("metrics") or {}).items()})  # type: ignore[union-attr]
-        row["warnings"] = " | ".join(r["warnings"])  # type: ignore[arg-type]
+        row.update({k: v for k, v in (r.get("metrics") or {}).items()})
+        row["warnings"] = " | ".join(r["warnings"])
         rows.append(row)
     fields = list(dict.fromkeys(k for row in rows for k in row))
     tmp = path.with_suffix(".csv.tmp")

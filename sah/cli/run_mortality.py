@@ -121,7 +121,7 @@ def volume_datamodule(node: DictConfig, choice: str):
 
 def classifier_network(node: DictConfig, choice: str) -> torch.nn.Module:
     """The model group as a network with ``backbone`` and ``head`` module groups."""
-    net = instantiate(node) if node is not None and node.get("_target_") else None
+    net: object = instantiate(node) if node is not None and node.get("_target_") else None
     groups = net.module_groups() if hasattr(net, "module_groups") else {}
     if not isinstance(net, torch.nn.Module) or not {"backbone", "head"} <= set(groups):
         raise ConfigError(

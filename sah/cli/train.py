@@ -65,8 +65,9 @@ def choices() -> dict[str, str]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def train(cfg: DictConfig) -> float | None:
-    """Compose, run the task, return ``optimized_metric`` for a sweeper."""
+def train(cfg: DictConfig) -> float | list[float] | None:
+    """Compose, run the task, return ``optimized_metric`` (or ``optimized_metrics``) for a
+    sweeper."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         from sah.cli.run_task import run_task

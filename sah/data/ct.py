@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -180,7 +180,7 @@ def is_nifti(path: Path) -> bool:
 def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Voxels (float32, scaling applied), affine and metadata of a 3D NIfTI file."""
     try:
-        image = nib.load(path)
+        image = cast(nib.Nifti1Image, nib.load(path))  # a .nii(.gz) file (is_nifti, _niftis)
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except Exception as error:  # nibabel, gzip and zlib raise many types for damaged files
         raise DataError(

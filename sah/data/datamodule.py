@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import numpy as np
@@ -64,7 +65,7 @@ def load_patients(
                 str(row.patient_id),
                 ct.array,
                 (label > 0).astype(np.uint8),
-                tuple(float(s) for s in ct.spacing),
+                cast("tuple[float, float, float]", tuple(float(s) for s in ct.spacing)),
             )
         )
     if not patients:
@@ -151,7 +152,8 @@ class SliceDataModule(L.LightningDataModule):
             seed=self.split_seed,
         )
         sampler = WeightedRandomSampler(
-            dataset.sampling_weights(self.positive_fraction),
+            # torch annotates Sequence[float] but takes a tensor (torch.as_tensor)
+            dataset.sampling_weights(self.positive_fraction),  # type: ignore[arg-type]
             num_samples=self.slices_per_epoch,
             replacement=True,
         )

@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -247,8 +248,9 @@ def _as_int(case: str) -> int | None:
     return int(case) if case.isdigit() else None
 
 
-def _ct_ich_types(csv: Path, expected: str) -> dict[int, dict[str, int]]:
-    """Per patient, 1 for each hemorrhage type that any of its slices shows."""
+def _ct_ich_types(csv: Path, expected: str) -> dict[int | None, dict[str, int]]:
+    """Per patient, 1 for each hemorrhage type that any of its slices shows (keyed to be looked
+    up with ``_as_int``, whose None, a case name that is no number, finds nothing)."""
     if not csv.is_file():
         raise DataError(csv.parent, f"has no {csv.name}", f"expected {expected}")
     try:
@@ -282,7 +284,7 @@ def _write_binary_label(source: Path, target: Path, labels: str) -> str:
             "check that this is a BHSD ground truth",
         )
     binary = (classes == BHSD_SAH) if labels == "sah" else (classes > 0)
-    original = nib.load(source)
+    original = cast(nib.Nifti1Image, nib.load(source))  # a BHSD .nii(.gz) label
     derived = nib.Nifti1Image(binary.astype(np.uint8), original.affine, header=original.header)
     derived.set_data_dtype(np.uint8)
     derived.header.set_slope_inter(1.0, 0.0)

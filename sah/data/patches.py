@@ -20,7 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -90,7 +90,8 @@ def load_volume_cases(
             VolumeCase(
                 str(row.patient_id),
                 case.image,
-                (case.label > 0).astype(np.uint8),  # type: ignore[operator]
+                # a label path gives a labelled case
+                (cast(np.ndarray, case.label) > 0).astype(np.uint8),
                 case.spacing,
                 row.site if has_site else None,
             )
@@ -139,7 +140,8 @@ class RandomPatches(Dataset):
         image, label = patch.image, patch.label
         flipped = [a for a in self.flip_axes if rng.random() < self.flip_prob]
         if flipped:
-            image, label = np.flip(image, flipped), np.flip(label, flipped)
+            # numpy's stubs take a tuple of axes; np.flip normalises any sequence of them
+            image, label = np.flip(image, flipped), np.flip(label, flipped)  # type: ignore[call-overload]
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
             "label": torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None],

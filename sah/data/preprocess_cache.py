@@ -165,7 +165,7 @@ class PreprocessCache:
         return pipeline(ct, label)
 
     def _write(self, path: Path, case: PreprocessedCase, pipeline: Preprocess) -> None:
-        tensors = {
+        tensors: dict[str, np.ndarray] = {
             "image": np.ascontiguousarray(case.image, dtype=np.float32),
             "affine": np.ascontiguousarray(case.affine, dtype=np.float64),
         }

@@ -52,7 +52,7 @@ class VolumeAugmentation:
             raise ConfigError(
                 f"data.augment.{unknown[0]}", f"is not an augmentation setting; use {sorted(known)}"
             )
-        plain = {
+        plain: dict[str, Any] = {
             k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
             for k, v in values.items()
         }

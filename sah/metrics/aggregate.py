@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -59,7 +59,7 @@ def _rows(per_patient: Iterable[Mapping[str, Any]] | Any) -> list[Mapping[str, A
     return list(per_patient)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[Real | np.number]:
     return isinstance(value, Real | np.number) and not isinstance(value, bool | np.bool_)
 
 

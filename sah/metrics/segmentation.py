@@ -51,7 +51,7 @@ def _as_binary(mask: np.ndarray, name: str) -> np.ndarray:
     return array.astype(bool, copy=False)
 
 
-def _as_spacing(spacing: float | Sequence[float], ndim: int) -> np.ndarray:
+def _as_spacing(spacing: float | Sequence[float] | np.ndarray, ndim: int) -> np.ndarray:
     """One positive spacing per axis; a single number means isotropic voxels."""
     values = np.asarray(spacing, dtype=np.float64).reshape(-1)
     if values.size == 1:
@@ -62,7 +62,7 @@ def _as_spacing(spacing: float | Sequence[float], ndim: int) -> np.ndarray:
 
 
 def _validated(
-    pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float]
+    pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pred_mask, truth_mask = _as_binary(pred, "pred"), _as_binary(truth, "truth")
     if pred_mask.shape != truth_mask.shape:
@@ -91,7 +91,7 @@ def _crop_to_union(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def surface_distances(
-    pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float]
+    pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float] | np.ndarray
 ) -> SurfaceDistances:
     """Directed surface distances in mm: (pred surface -> truth surface, truth -> pred).
 
@@ -107,7 +107,9 @@ def surface_distances(
     return to_truth[pred_surface], to_pred[truth_surface]
 
 
-def physical_diagonal_mm(shape: Sequence[int], spacing: float | Sequence[float]) -> float:
+def physical_diagonal_mm(
+    shape: Sequence[int], spacing: float | Sequence[float] | np.ndarray
+) -> float:
     """Diagonal of the array's physical extent: the default distance penalty for empty masks."""
     spacing_mm = _as_spacing(spacing, len(shape))
     return float(np.sqrt(np.sum((np.asarray(shape) * spacing_mm) ** 2)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import cast
 
 from monai.networks.nets import DenseNet121
 from torch import nn
@@ -35,7 +36,7 @@ class DenseNet121Classifier(DenseNet121):
         if not 0.0 <= dropout < 1.0:
             raise ConfigError("model.dropout", f"must be in [0, 1), got {dropout}")
         super().__init__(spatial_dims, in_channels, out_channels, pretrained=False)
-        backbone_channels = self.class_layers.out.in_features
+        backbone_channels = cast(nn.Linear, self.class_layers.out).in_features
         self.class_layers = nn.Sequential(
             OrderedDict(
                 relu=nn.ReLU(),  # the backbone ends on a batch norm

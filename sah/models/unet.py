@@ -8,6 +8,7 @@ bottom layer alone. The groups are found by walking that nesting, so they hold f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeGuard, cast
 
 from monai.networks.layers import SkipConnection
 from monai.networks.nets import UNet
@@ -20,13 +21,14 @@ class GroupedUNet(UNet):
     def module_groups(self) -> dict[str, list[str]]:
         """``encoder``/``decoder``: the down/up layers; ``bottleneck``: the bottom layer;
         ``head``: the last conv(s) that produce the logits (part of the decoder)."""
-        encoder, decoder = [], []
+        encoder: list[str] = []
+        decoder: list[str] = []
         node: nn.Module = self.model
         name = "model"
         while _is_unet_level(node):
             encoder.append(f"{name}.0")
             decoder.insert(0, f"{name}.2")
-            node, name = node[1].submodule, f"{name}.1.submodule"
+            node, name = cast(SkipConnection, node[1]).submodule, f"{name}.1.submodule"
         # With residual units the top up layer is (transposed conv, output conv); without, the
         # transposed conv itself makes the logits.
         head = f"{decoder[-1]}.1" if self.num_res_units > 0 else decoder[-1]
@@ -39,7 +41,7 @@ class GroupedUNet(UNet):
         }
 
 
-def _is_unet_level(node: nn.Module) -> bool:
+def _is_unet_level(node: nn.Module) -> TypeGuard[nn.Sequential]:
     return (
         isinstance(node, nn.Sequential) and len(node) == 3 and isinstance(node[1], SkipConnection)
     )

@@ -41,7 +41,7 @@ _SHOWN = 4
 
 
 def load_pretrained(
-    net: nn.Module, path: str | Path, part: str = "backbone", prefix: str = ""
+    net: nn.Module, path: str | Path, part: str = "backbone", prefix: str | None = ""
 ) -> list[str]:
     """Load ``part`` (``backbone``, or ``all`` = backbone and head) of ``net`` from ``path``.
 
@@ -124,7 +124,7 @@ _FOREIGN_FIX = (
 )
 
 
-def _foreign_network(state: dict[str, torch.Tensor], wanted: list[str], prefix: str) -> str:
+def _foreign_network(state: dict[str, torch.Tensor], wanted: list[str], prefix: str | None) -> str:
     convs = [t for k, t in state.items() if k.endswith("weight") and t.ndim >= 4]
     kind = ""
     if convs:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 import lightning as L
 import numpy as np
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from sah.errors import ConfigError
 from sah.metrics import binary_classification_metrics
-from sah.models.groups import group_parameter_names
+from sah.models.groups import GroupedModel, group_parameter_names
 from sah.tasks.focal_loss import focal_loss
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class ClassificationTask(L.LightningModule):
     outcome. ``class_weights`` are the focal loss's ``alpha``.
     """
 
+    class_weights: torch.Tensor | None  # a buffer (register_buffer)
+
     def __init__(
         self,
         net: nn.Module,
@@ -107,7 +109,7 @@ class ClassificationTask(L.LightningModule):
         weights = None if class_weights is None else torch.tensor(list(class_weights)).float()
         self.register_buffer("class_weights", weights)
 
-        groups = net.module_groups() if hasattr(net, "module_groups") else {}
+        groups = cast(GroupedModel, net).module_groups() if hasattr(net, "module_groups") else {}
         self.backbone_modules = list(groups.get("backbone", []))
         self.backbone_params = group_parameter_names(net, "backbone") if groups else set()
         head = group_parameter_names(net, "head") if "head" in groups else set()
@@ -217,7 +219,7 @@ class ClassificationTask(L.LightningModule):
             return optimizer
         scheduler = ReduceLROnPlateau(
             optimizer,
-            mode=self.plateau_mode,
+            mode=cast(Literal["min", "max"], self.plateau_mode),  # checked in __init__
             factor=self.plateau_factor,
             patience=self.plateau_patience,
         )

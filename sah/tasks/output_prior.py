@@ -9,8 +9,11 @@ RetinaNet does for rare classes, removes that phase; the weights are untouched.
 from __future__ import annotations
 
 import math
+from typing import cast
 
+import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 _CONVS = (
     nn.Conv1d,
@@ -22,7 +25,7 @@ _CONVS = (
 )
 
 
-def output_layer(net: nn.Module) -> nn.Module:
+def output_layer(net: nn.Module) -> _ConvNd:
     """The last convolution with a bias in registration order: the output layer of our nets."""
     convs = [m for m in net.modules() if isinstance(m, _CONVS) and m.bias is not None]
     if not convs:
@@ -39,4 +42,5 @@ def set_output_prior(net: nn.Module, prior: float) -> None:
     channels = layer.out_channels
     if channels != 1:
         return
-    layer.bias.data.fill_(math.log(prior / (1.0 - prior)))
+    bias = cast(torch.Tensor, layer.bias)  # output_layer picks a convolution with a bias
+    bias.data.fill_(math.log(prior / (1.0 - prior)))

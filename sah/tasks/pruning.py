@@ -66,7 +66,7 @@ class OptunaPruning(L.Callback):
         if trainer.is_global_zero:
             value = trainer.callback_metrics.get(self.monitor)
             trial = self._get_trial() if value is not None else None
-            if trial is not None:
+            if value is not None and trial is not None:
                 epoch = trainer.current_epoch
                 trial.report(float(value), step=epoch)
                 prune = bool(trial.should_prune())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -79,9 +80,9 @@ class SegmentationTask(L.LightningModule):
         self.val_scores = {}
         self.val_predictions = {}
 
-    def validation_step(self, batch: dict[str, object], batch_idx: int) -> None:
-        image: torch.Tensor = batch["image"]  # type: ignore[assignment]
-        truth = batch["label"].cpu().numpy().astype(bool)  # type: ignore[union-attr]
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        image: torch.Tensor = batch["image"]
+        truth = batch["label"].cpu().numpy().astype(bool)
         pid = str(batch["patient_id"])
         if image.ndim == 5:  # one whole volume (1, 1, x, y, z): already (x, y, z)
             pred = (self.volume_probability(image) >= self.threshold).cpu().numpy()
@@ -108,7 +109,9 @@ class SegmentationTask(L.LightningModule):
             [sum(self.val_scores.values()), len(self.val_scores)], dtype=torch.float64
         )
         if self._trainer is not None and self.trainer.world_size > 1:
-            total = self.all_gather(total.to(self.device)).reshape(-1, 2).sum(0).cpu()
+            # all_gather of a tensor is a tensor (Lightning annotates any collection)
+            gathered = cast(torch.Tensor, self.all_gather(total.to(self.device)))
+            total = gathered.reshape(-1, 2).sum(0).cpu()
         if total[1] > 0:
             self.log("val/dice", float(total[0] / total[1]), prog_bar=True)
 

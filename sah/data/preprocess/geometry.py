@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from sah.data.ct import to_closest_ras, voxel_spacing
 
 
-def shift_affine(affine: np.ndarray, offset: Sequence[float]) -> np.ndarray:
+def shift_affine(affine: np.ndarray, offset: Sequence[float] | np.ndarray) -> np.ndarray:
     """The affine of a grid whose voxel 0 sits at index ``offset`` of the old grid."""
     out = np.array(affine, dtype=np.float64, copy=True)
     out[:3, 3] = affine[:3, :3] @ np.asarray(offset, dtype=np.float64) + affine[:3, 3]
@@ -28,7 +28,9 @@ def ensure_ras(
 
 
 def resampled_shape(
-    shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]
+    shape: Sequence[int],
+    spacing: Sequence[float] | np.ndarray,
+    new_spacing: Sequence[float] | np.ndarray,
 ) -> tuple[int, ...]:
     """Voxel count that keeps the field of view (n x spacing) at the new spacing."""
     return tuple(

@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -97,7 +98,7 @@ def _load_template(name: str) -> tuple[np.ndarray, np.ndarray]:
     path = template_dir() / TEMPLATE_FILES[name]
     if not path.exists():
         raise DataError(path, "MNI152 2009 template not found", "install nilearn >= 0.10")
-    image = nib.load(path)
+    image = cast(nib.Nifti1Image, nib.load(path))  # the templates are .nii.gz files
     return np.asarray(image.dataobj, dtype=np.float32) / 255.0, image.affine
 
 
@@ -172,7 +173,9 @@ def _templates_on_grid(h: float) -> tuple[_Grid, np.ndarray, np.ndarray, np.ndar
     lo = nz_idx.min(0) * np.diag(affine)[:3] + affine[:3, 3] - MARGIN_MM
     hi = nz_idx.max(0) * np.diag(affine)[:3] + affine[:3, 3] + MARGIN_MM
     lo[2] = affine[2, 3]  # nothing below the template's lowest slice (the brainstem cut)
-    shape = tuple(int(np.ceil((hi[i] - lo[i]) / h)) + 1 for i in range(3))
+    shape = cast(
+        "tuple[int, int, int]", tuple(int(np.ceil((hi[i] - lo[i]) / h)) + 1 for i in range(3))
+    )
     coords = [lo[i] + h * np.arange(shape[i]) for i in range(3)]
     t1 = _resample(t1, affine, coords, h)
     gm = _resample(_load_template("gm")[0], affine, coords, h)
@@ -322,8 +325,12 @@ def _save(anatomy: Anatomy, path: Path) -> None:
     arrays = {f"ch_{k}": _pack(v) for k, v in anatomy.channels.items()}
     arrays |= {f"pt_{k}": v for k, v in anatomy.points.items()}
     with open(tmp, "wb") as fh:
+        # mypy matches the unpacked arrays against allow_pickle: bool as well
         np.savez_compressed(
-            fh, origin=anatomy.origin, voxel_mm=np.float64(anatomy.voxel_mm), **arrays
+            fh,
+            origin=anatomy.origin,
+            voxel_mm=np.float64(anatomy.voxel_mm),
+            **arrays,  # type: ignore[arg-type]
         )
     commit_file(tmp, path)
 

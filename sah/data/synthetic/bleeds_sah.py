@@ -82,7 +82,7 @@ def aneurysmal_sah(
     capacity = np.minimum(swell * subarachnoid + 0.15 * tissues.brain, tissues.intracranial)
     _, sah = fit_level(arrival, capacity, space.slab, total_voxels, base=base)
     lesions.insert(0, Lesion("sah", sah, blood_hu(rng, space.noise(20.0), (58.0, 80.0))))
-    details = {
+    details: dict[str, object] = {
         "bleed_site": aneurysm,
         "lesion_types": "sah;ivh" if ivh_share > 0 else "sah",
         "target_volume_ml": round(target_ml, 2),

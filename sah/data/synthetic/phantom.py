@@ -8,6 +8,7 @@ average sub-slices into slices; label voxels that are at least half blood; add C
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -162,7 +163,8 @@ def simulate(config: SynthConfig, index: int, anatomy: Anatomy | None = None) ->
         "calcification": slab.mean(calcified),
     }
     fractions = {k: space.to_volume(v) for k, v in fractions.items()}
-    fractions["air"] = 1.0 - sum(fractions[k] for k in ("gm", "wm", "csf", "bone", "scalp"))
+    tissue = sum(fractions[k] for k in ("gm", "wm", "csf", "bone", "scalp"))
+    fractions["air"] = 1.0 - cast(np.ndarray, tissue)  # a sum of arrays, never the empty 0
     fractions["falx"] = space.to_volume(slab.mean(tissues.falx))
 
     image_clean = space.to_volume(image_flat)
