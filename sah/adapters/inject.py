@@ -38,6 +38,7 @@ class AdapterState:
     adapted: list[str]  # AdapterLayer names, or the modules made trainable by "full"
     trainable_modules: list[str]  # norm layers (train_norm) or "full" modules, original names
     requires_grad: dict[str, bool] = field(default_factory=dict)  # before inject
+    frozen_norms: list[str] = field(default_factory=list)  # norms that keep their statistics
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -169,13 +170,43 @@ def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
             for p in wrapper.adapter_parameters():
                 p.requires_grad_(True)
     trainable_norms = set(trainable) if config.method != "full" else set(in_scope)
-    for name, module in modules.items():
-        if _is_norm(module) and name not in trainable_norms:
-            module.register_forward_pre_hook(_freeze_statistics)
-    if config.fold_norm:
-        _fold_norms(model)
-    setattr(model, STATE_ATTR, AdapterState(config, adapted, trainable, requires_grad))
+    frozen_norms = [n for n, m in modules.items() if _is_norm(m) and n not in trainable_norms]
+    state = AdapterState(config, adapted, trainable, requires_grad, frozen_norms)
+    setattr(model, STATE_ATTR, state)
+    _hold_norms(model, state)
     return list(adapted)
+
+
+def _hold_norms(model: nn.Module, state: AdapterState) -> None:
+    """Freeze the statistics of the frozen norms and fold those after adapted convs."""
+    modules = dict(model.named_modules())
+    for name in state.frozen_norms:
+        hooks = modules[name]._forward_pre_hooks
+        if _freeze_statistics not in hooks.values():
+            modules[name].register_forward_pre_hook(_freeze_statistics)
+    if state.config.fold_norm:
+        _fold_norms(model)
+
+
+def reattach_norms(model: nn.Module) -> None:
+    """Take hold of the norm layers again after something replaced them.
+
+    Lightning's ``sync_batchnorm`` swaps every BatchNorm for a new ``SyncBatchNorm`` (same
+    parameters and buffers, none of their hooks) once the model is built: a frozen norm would
+    start updating its statistics, and an adapted conv would go on applying the norm it folded
+    while the new module normalises again. Call this after such a swap (``on_fit_start``).
+    """
+    state = getattr(model, STATE_ATTR, None)
+    if state is None:
+        return
+    following = {}
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            following.update({id(a): b for a, b in itertools.pairwise(module.children())})
+    for _, layer in _adapter_layers(model):
+        if layer.folded_norm is not None and following.get(id(layer)) is not layer.folded_norm:
+            layer.unfold_norm()  # its norm is no longer in the model
+    _hold_norms(model, state)
 
 
 def _fold_norms(model: nn.Module) -> None:
@@ -186,6 +217,8 @@ def _fold_norms(model: nn.Module) -> None:
         children = list(module.children())
         for layer, norm in itertools.pairwise(children):
             if not isinstance(layer, AdapterLayer) or layer.geometry.kind == "linear":
+                continue
+            if layer.folded_norm is norm:
                 continue
             if can_fold(norm, layer.geometry.dims, layer.geometry.c_out):
                 layer.fold_norm(norm)

@@ -81,7 +81,7 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
     from sah.tasks.output_prior import set_output_prior
     from sah.tasks.overlay import save_overlays
     from sah.tasks.pruning import raise_if_pruned, trial_callbacks
-    from sah.tasks.transfer import prepare_network
+    from sah.tasks.transfer import ReattachNorms, prepare_network
 
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -123,6 +123,7 @@ def run_segmentation(cfg: DictConfig, choices: dict[str, str]) -> float | list[f
 
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks.append(InferenceSpecCallback(lambda: inference_spec(cfg, datamodule)))
+    callbacks.append(ReattachNorms())
     callbacks += trial_callbacks(
         cfg.optuna.storage, cfg.optuna.study_name, cfg.optuna.trial_number, cfg.optimized_metric
     )

@@ -6,9 +6,25 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+
+class ReattachNorms(L.Callback):
+    """Frozen norms stay frozen (and folded norms applied once) under ``sync_batchnorm``.
+
+    Lightning swaps the BatchNorms for SyncBatchNorms after the adapters were injected; see
+    ``sah.adapters.reattach_norms``. ``on_fit_start`` runs after that swap.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from sah.adapters import reattach_norms
+
+        net = getattr(pl_module, "net", None)
+        if isinstance(net, nn.Module):
+            reattach_norms(net)
 
 
 @dataclass

@@ -6,6 +6,7 @@ module normalises the conv output.
 
 import copy
 
+import lightning as L
 import pytest
 import torch
 from conftest import randomise_adapter
@@ -18,6 +19,7 @@ from sah.adapters import (
     inject,
     merge,
     merge_and_unload,
+    reattach_norms,
     set_compute_path,
     unmerge,
 )
@@ -146,3 +148,49 @@ def test_norms_that_must_stay_as_they_are_are_not_folded():
     assert folded_norm(not_next) is None
     sync = nn.Sequential(nn.Conv2d(2, 3, 3), nn.SyncBatchNorm(3))
     assert folded_norm(sync) is None
+
+
+@pytest.mark.parametrize("method", ["conv_lora", "full"])
+def test_norms_swapped_for_sync_batchnorm_are_held_again(method):
+    """Lightning's sync_batchnorm swaps every BatchNorm after inject; reattach_norms undoes
+    what the swap breaks: frozen statistics, and a folded norm applied twice."""
+    base, shape = _conv_norm("dilated2d")
+    model = nn.Sequential(copy.deepcopy(base), nn.Sequential(nn.Conv2d(6, 2, 1))).double()
+    inject(model, AdapterConfig(method, 2, targets=r"^1\.0$" if method == "full" else "all"))
+    randomise_adapter(model)
+    x = torch.randn(*shape, dtype=torch.float64)
+    model.train()
+    expected = model(x).detach()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model).train()  # as the fit loop does
+    assert isinstance(model[0][1], nn.SyncBatchNorm)
+    assert not torch.allclose(model(x), expected)  # batch statistics (and, folded, twice)
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if k in stats:
+                v.copy_(stats[k])
+
+    reattach_norms(model)
+    reattach_norms(model)  # idempotent
+    assert len(model[0][1]._forward_pre_hooks) == 1
+    torch.testing.assert_close(model(x), expected)
+    for k, v in model.state_dict().items():
+        if k in stats:
+            torch.testing.assert_close(v, stats[k], rtol=0, atol=0, msg=k)
+
+
+def test_the_training_callback_reattaches_the_norms():
+    from sah.tasks.transfer import ReattachNorms
+
+    class Task(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _conv_norm("dilated2d")[0]
+
+    task = Task()
+    inject(task.net, AdapterConfig("conv_lora", 2))
+    task.net = nn.SyncBatchNorm.convert_sync_batchnorm(task.net)
+    ReattachNorms().on_fit_start(None, task)  # type: ignore[arg-type]
+    assert adapter_layers(task.net)["0"].folded_norm is None
+    assert len(task.net[1]._forward_pre_hooks) == 1
