@@ -33,8 +33,8 @@ class AdapterConfig:
     ``targets`` is a module-group name the model declares (``module_groups()``), ``"all"``, a
     regular expression searched in module names, or a list of these (their union).
     ``dropout`` drops the input of the update branch while training only.
-    ``fold_norm``: an adapted conv applies the frozen BatchNorm that follows it in an
-    ``nn.Sequential`` itself while unmerged (same outputs, a cheaper step; ``normfold``).
+    ``fold_norm``: an adapted conv applies the frozen BatchNorm that comes right after it
+    in an ``nn.Sequential`` itself while unmerged (same outputs, a cheaper step; ``normfold``).
     For ``method`` ``"full"`` and ``"none"`` the rank is ignored.
     """
 

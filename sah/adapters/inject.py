@@ -199,29 +199,45 @@ def reattach_norms(model: nn.Module) -> None:
     state = getattr(model, STATE_ATTR, None)
     if state is None:
         return
-    following = {}
-    for module in model.modules():
-        if isinstance(module, nn.Sequential):
-            following.update({id(a): b for a, b in itertools.pairwise(module.children())})
-    for _, layer in _adapter_layers(model):
-        if layer.folded_norm is not None and following.get(id(layer)) is not layer.folded_norm:
+    following = dict(_layer_and_next(model))
+    for layer in following:
+        if layer.folded_norm is not None and following[layer] is not layer.folded_norm:
             layer.unfold_norm()  # its norm is no longer in the model
     _hold_norms(model, state)
 
 
-def _fold_norms(model: nn.Module) -> None:
-    """Let each adapted conv apply the frozen BatchNorm that follows it in a Sequential."""
+def _plain_sequential(module: nn.Module) -> bool:
+    """An ``nn.Sequential`` (or subclass) that feeds each child's output to the next."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _layer_and_next(model: nn.Module) -> list[tuple[AdapterLayer, nn.Module]]:
+    """Each adapted conv and the module its output goes to next, inside plain Sequentials.
+
+    The next module is the following sibling, or that sibling's first leaf when it is a plain
+    Sequential itself (MONAI's ``Convolution`` then ``ADN``: conv, then norm first).
+    """
+    pairs = []
     for module in model.modules():
-        if not isinstance(module, nn.Sequential):
+        if not _plain_sequential(module):
             continue
-        children = list(module.children())
-        for layer, norm in itertools.pairwise(children):
+        for layer, after in itertools.pairwise(module.children()):
             if not isinstance(layer, AdapterLayer) or layer.geometry.kind == "linear":
                 continue
-            if layer.folded_norm is norm:
-                continue
-            if can_fold(norm, layer.geometry.dims, layer.geometry.c_out):
-                layer.fold_norm(norm)
+            while _plain_sequential(after):
+                first = next(after.children(), None)
+                if first is None:
+                    break
+                after = first
+            pairs.append((layer, after))
+    return pairs
+
+
+def _fold_norms(model: nn.Module) -> None:
+    """Let each adapted conv apply the frozen BatchNorm that comes right after it."""
+    for layer, norm in _layer_and_next(model):
+        if layer.folded_norm is None and can_fold(norm, layer.geometry.dims, layer.geometry.c_out):
+            layer.fold_norm(norm)
 
 
 def adapter_state(model: nn.Module) -> AdapterState:

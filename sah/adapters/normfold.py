@@ -3,9 +3,10 @@
 With frozen running statistics a BatchNorm is a per-channel affine map ``y -> a y + b``.
 While its adapter layer is unmerged, the layer applies that map through its weight and bias
 (where it costs nothing) and the norm passes its input through: a training step skips the
-norm's forward and backward passes over the activations, ~15 % of an adapter step of the
-multi-view Unet on CPU (``benchmarks/results/adapters.md``). Outputs and gradients are those
-of conv then norm. A merged layer leaves the norm to run as usual.
+norm's forward and backward passes over the activations (adapter steps of the multi-view Unet
+4-9 % faster on CPU, ``benchmarks/results/adapters.md``). Outputs and gradients are those of
+conv then norm. A merged layer leaves the norm to run as usual. "After" means next in a plain
+``nn.Sequential``, or first in the plain Sequential that comes next (MONAI's ``ADN``).
 
 The norm keeps its parameters, buffers and state-dict keys; only its class becomes a
 pass-through subclass (still an ``nn.BatchNormNd``) until ``merge_and_unload`` restores it.

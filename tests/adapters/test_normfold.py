@@ -194,3 +194,44 @@ def test_the_training_callback_reattaches_the_norms():
     ReattachNorms().on_fit_start(None, task)  # type: ignore[arg-type]
     assert adapter_layers(task.net)["0"].folded_norm is None
     assert len(task.net[1]._forward_pre_hooks) == 1
+
+
+def test_monai_unet_norms_inside_adn_blocks_are_folded():
+    """MONAI's Convolution is Sequential(conv, ADN(norm, dropout, act)): the norm comes first."""
+    from monai.networks.nets import UNet
+
+    base = UNet(2, 1, 1, (4, 8, 16), (2, 2), num_res_units=1, norm="batch").double()
+    with torch.no_grad():
+        for m in base.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 1.5)
+    folded, plain = copy.deepcopy(base), copy.deepcopy(base)
+    inject(folded, AdapterConfig("conv_lora", 2))
+    inject(plain, AdapterConfig("conv_lora", 2, fold_norm=False))
+    randomise_adapter(folded)
+    plain.load_state_dict(folded.state_dict())
+    norms = [m for m in folded.modules() if isinstance(m, nn.BatchNorm2d)]
+    folds = [layer.folded_norm for layer in adapter_layers(folded).values()]
+    assert {id(n) for n in norms} == {id(n) for n in folds if n is not None}
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    expected_out, expected = _grads(plain, x)
+    out, grads = _grads(folded, x)
+    torch.testing.assert_close(out, expected_out, rtol=1e-10, atol=1e-12)
+    for key, grad in expected.items():
+        torch.testing.assert_close(grads[key], grad, rtol=1e-9, atol=1e-12, msg=key)
+
+
+def test_a_sequential_with_its_own_forward_is_not_read_as_a_chain():
+    class Reversed(nn.Sequential):
+        def forward(self, x):
+            for module in reversed(self):
+                x = module(x)
+            return x
+
+    model = Reversed(nn.BatchNorm2d(3), nn.Conv2d(3, 3, 3))
+    inject(model, AdapterConfig("conv_lora", 2))
+    assert adapter_layers(model)["1"].folded_norm is None
+    model = Reversed(nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3))  # the norm runs first here
+    inject(model, AdapterConfig("conv_lora", 2))
+    assert adapter_layers(model)["0"].folded_norm is None
