@@ -51,6 +51,9 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, ours against the reference side by side; results in bench_results/."""
     install(session)
     session.run("python", "benchmarks/bench_adapters.py", "--out", "bench_results/adapters.json")
+    session.run(
+        "python", "benchmarks/bench_conv_costs.py", "--out", "bench_results/conv_costs.json"
+    )
     session.run("python", "benchmarks/bench_cache.py", "--out", "bench_results/cache.json")
     session.run("python", "benchmarks/bench_synthetic.py", "--out", "bench_results/synthetic.json")
 
