@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import random
@@ -36,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from results_io import write_results
 
 from sah.adapters import (
     AdapterConfig,
@@ -397,11 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "summary": summarise(contenders, inference, ranks),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1))
-    table = markdown(payload)
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, payload, markdown(payload))
     return 0
 
 

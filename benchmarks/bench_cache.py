@@ -21,7 +21,6 @@ Markdown table next to it (same name, ``.md``).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from results_io import write_results
 
 from sah.data.ct import load_ct, load_label
 from sah.data.preprocess.pipelines import PreprocessedCase, SwinPreprocess
@@ -177,11 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         workdir = args.workdir or Path(tmp)
         result = run_benchmark(args.cases, args.shape, args.spacing, args.repeats, workdir)
     result["command"] = " ".join(["python", "benchmarks/bench_cache.py", *(argv or sys.argv[1:])])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, result, markdown(result))
     return result
 
 

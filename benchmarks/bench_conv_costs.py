@@ -17,7 +17,6 @@ a Markdown table next to it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_io import write_results
 
 from sah.adapters.lowrank import _mix, _mix_weight_grad
 
@@ -152,11 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result["command"] = " ".join(
         ["python", "benchmarks/bench_conv_costs.py", *(argv or sys.argv[1:])]
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, result, markdown(result))
     return result
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from results_io import write_results
 
 from sah.data.synthetic import SynthConfig, ensure_cohort
 from sah.data.synthetic.anatomy import load_anatomy
@@ -104,11 +105,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     else:
         config = SynthConfig(kind="sah", n_patients=30, seed=0)  # the demo's cohort
     result = run_benchmark(config, voxel_mm=config.anatomy_mm)
-    table = markdown(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, result, markdown(result))
     return result
 
 
