@@ -18,6 +18,7 @@ from torch import nn
 
 from sah.data.ct import CTVolume
 from sah.data.patches import VolumeCase
+from sah.data.preprocess.geometry import resampled_shape
 from sah.data.slices import PatientVolume, apply_window, center_crop_or_pad
 from sah.metrics import segmentation_metrics
 from sah.tasks.segmentation import predict_slices
@@ -75,10 +76,7 @@ def predict_probabilities(
         trained_mm = spec.get("pixel_mm")  # absent in checkpoints from before it was recorded
         if trained_mm and max(abs(s / trained_mm - 1.0) for s in ct.spacing[:2]) > PIXEL_TOLERANCE:
             # Blood must look as large (in pixels) as in training: slices go to its pixel size.
-            shape = tuple(
-                max(1, round(n * s / trained_mm))
-                for n, s in zip(image.shape[:2], ct.spacing[:2], strict=True)
-            )
+            shape = resampled_shape(image.shape[:2], ct.spacing[:2], (trained_mm, trained_mm))
             image = resample_in_plane(image, shape)
         prob = slice_probabilities(net, image, window, size)
         if flip_tta:
