@@ -157,10 +157,8 @@ class AdapterLayer(nn.Module):
             self.folded_norm.folded = not self.merged
 
     def _output_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The folded norm's per-channel ``(a, b)`` while this layer applies it."""
-        if self.folded_norm is None or self.merged:
-            return None
-        return norm_affine(self.folded_norm)
+        """The folded norm's per-channel ``(a, b)``, for the unmerged forward."""
+        return None if self.folded_norm is None else norm_affine(self.folded_norm)
 
     def _fold_affine(self, weight, bias, affine):
         """Weight and bias of ``a * op(x, weight, bias) + b``."""
@@ -257,7 +255,7 @@ class AdapterLayer(nn.Module):
             return x.unsqueeze(0), lambda y: y.squeeze(0)
         return x, lambda y: y
 
-    def _forward_lowrank(self, x, output_padding, taps: bool, affine=None) -> torch.Tensor:
+    def _forward_lowrank(self, x, output_padding, taps: bool, affine) -> torch.Tensor:
         geo = self.geometry
         x, restore = self._to_batched(x)
         padded = geo.pad_input(x)
