@@ -3,7 +3,6 @@ corrupt entries, atomic writes, no pickle; and the benchmark's smoke run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
@@ -19,8 +18,6 @@ from sah.data.ct import CTVolume
 from sah.data.preprocess import PreprocessedCase, SwinPreprocess
 from sah.data.preprocess_cache import PreprocessCache
 from sah.errors import DataError
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,15 +236,8 @@ def test_default_root_follows_the_cache_dir(
     assert PreprocessCache().root == tmp_path / "c" / "preprocess"
 
 
-def test_benchmark_quick_run_writes_json_and_markdown(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as `python benchmarks/...` has it
-    spec = importlib.util.spec_from_file_location("bench_cache", REPO / "benchmarks/bench_cache.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    out = tmp_path / "results" / "cache.json"
-    bench.main(["--quick", "--out", str(out)])
+def test_benchmark_quick_run_writes_json_and_markdown(quick_benchmark) -> None:
+    out = quick_benchmark("bench_cache")
     result = json.loads(out.read_text())
     assert set(result["seconds_per_pass"]) == {
         "no_cache",
