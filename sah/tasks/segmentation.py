@@ -12,6 +12,7 @@ from torch import nn
 
 from sah.errors import ConfigError
 from sah.tasks.losses import foreground_probability, get_loss
+from sah.tasks.lr_schedules import lr_factor
 from sah.tasks.sliding_window import sliding_window_from
 
 
@@ -54,11 +55,14 @@ class SegmentationTask(L.LightningModule):
         sw_batch_size: int = 4,
         sw_overlap: float = 0.25,
         tta_flip_axes: Sequence[int] = (),
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
         self.net = net
         self.loss_fn = get_loss(loss)
         self.lr = lr
+        lr_factor(lr_schedule, 0, 1)  # an unknown name fails here, not after the first epoch
+        self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
         self.threshold = threshold
         self.sliding_window = sliding_window_from(
@@ -115,6 +119,16 @@ class SegmentationTask(L.LightningModule):
         if total[1] > 0:
             self.log("val/dice", float(total[0] / total[1]), prog_bar=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         params = [p for p in self.net.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant":
+            return optimizer
+        max_epochs = int(self.trainer.max_epochs or -1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: lr_factor(self.lr_schedule, epoch, max_epochs)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": schedule, "interval": "epoch"},
+        }
