@@ -161,6 +161,35 @@ def swin_cpu_overrides(cache_root: Path, workdir: Path) -> list[str]:
     ]
 
 
+def test_unet3d_cpu_recipe_trains_with_decay_and_sparse_validation(
+    tmp_path: Path, cache_root: Path, tiny_manifest: Path
+) -> None:
+    """The volumetry recipe at tiny size: validation on its schedule, the LR decay recorded."""
+    from mlflow.tracking import MlflowClient
+
+    # The tiny cohort's grid keys are new to this recipe's data config: "++" adds them.
+    overrides = [
+        "experiment=unet3d_cpu"
+        if o.startswith("experiment=")
+        else "++" + o
+        if "config." in o
+        else o
+        for o in swin_cpu_overrides(cache_root, tmp_path)
+    ]
+    overrides += ["trainer.max_epochs=2", "trainer.check_val_every_n_epoch=2"]
+    result = sah_train(*overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = re.search(r"MLflow run id: (\w+)", result.stdout).group(1)  # type: ignore[union-attr]
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)
+    assert run.data.params["task.module.lr_schedule"] == "cosine"
+    assert run.data.params["model._target_"] == "sah.models.unet.build_unet"
+    history = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+        run_id, "val/dice"
+    )
+    # the epoch-2 validation and the final per-patient summary; validating every epoch makes 3
+    assert len(history) == 2
+
+
 def test_a_3d_model_on_slice_data_is_one_line_naming_data(tmp_path: Path, tiny_overrides) -> None:
     result = sah_train(*tiny_overrides(tmp_path), "model=unet3d", cwd=tmp_path)
     assert result.returncode == 2
