@@ -78,3 +78,23 @@ def quick_benchmark(tmp_path: Path):
         return out
 
     return run
+
+
+@pytest.fixture
+def quiet_trainer():
+    """A CPU Lightning Trainer for ``epochs`` with no logger, checkpoints or progress output."""
+    import lightning as L
+
+    def make(epochs: int, callbacks: list | None = None) -> L.Trainer:
+        return L.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=callbacks or [],
+        )
+
+    return make

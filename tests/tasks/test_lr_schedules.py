@@ -21,7 +21,7 @@ class _Recorder(L.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def _fit(schedule: str, epochs: int) -> list[float]:
+def _fit(schedule: str, epochs: int, quiet_trainer) -> list[float]:
     images = torch.randn(4, 1, 8, 8)
     labels = (images > 1).float()
     loader = DataLoader(
@@ -34,16 +34,7 @@ def _fit(schedule: str, epochs: int) -> list[float]:
     )
     task = SegmentationTask(torch.nn.Conv2d(1, 1, 3, padding=1), lr=0.01, lr_schedule=schedule)
     recorder = _Recorder()
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-    )
-    trainer.fit(task, train_dataloaders=loader)
+    quiet_trainer(epochs, [recorder]).fit(task, train_dataloaders=loader)
     return recorder.lrs
 
 
@@ -55,10 +46,10 @@ def _fit(schedule: str, epochs: int) -> list[float]:
         ("poly", lambda t: (1 - t) ** 0.9),
     ],
 )
-def test_each_epoch_starts_at_the_scheduled_rate(schedule: str, factor) -> None:
+def test_each_epoch_starts_at_the_scheduled_rate(schedule: str, factor, quiet_trainer) -> None:
     epochs = 4
     expected = [0.01 * factor(e / epochs) for e in range(epochs)]
-    assert _fit(schedule, epochs) == pytest.approx(expected, rel=1e-9)
+    assert _fit(schedule, epochs, quiet_trainer) == pytest.approx(expected, rel=1e-9)
 
 
 def test_an_unknown_schedule_names_the_key_before_training() -> None:

@@ -101,23 +101,13 @@ class Snapshots(L.Callback):
         self.backbone_training.append(module.net.features.training)
 
 
-def fit_tiny(net: nn.Module, epochs: int = 2, freeze_epochs: int = 1) -> Snapshots:
+def fit_tiny(net: nn.Module, make_trainer, epochs: int = 2, freeze_epochs: int = 1) -> Snapshots:
     torch.manual_seed(0)
     module = ClassificationTask(
         net, class_weights=[1.0, 1.0], lr=1e-2, finetune_lr=1e-3, freeze_epochs=freeze_epochs
     )
     snapshots = Snapshots()
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[snapshots],
-    )
-    trainer.fit(module, tiny_loader(), tiny_loader())
+    make_trainer(epochs, [snapshots]).fit(module, tiny_loader(), tiny_loader())
     return snapshots
 
 
@@ -125,10 +115,10 @@ def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], pre
     return {k for k in before if k.startswith(prefix) and not torch.equal(before[k], after[k])}
 
 
-def test_freeze_phase_freezes_the_backbone_then_fine_tunes_everything() -> None:
+def test_freeze_phase_freezes_the_backbone_then_fine_tunes_everything(quiet_trainer) -> None:
     net = TinyClassifier()
     initial = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    snap = fit_tiny(net)
+    snap = fit_tiny(net, quiet_trainer)
 
     # Epoch 0: no gradient into the backbone, its weights and batch-norm statistics untouched.
     assert not any(g for n, g in snap.requires_grad[0].items() if n.startswith("features."))
@@ -145,13 +135,13 @@ def test_freeze_phase_freezes_the_backbone_then_fine_tunes_everything() -> None:
     assert snap.backbone_training[1] is True and snap.lrs[1] == pytest.approx(1e-3)
 
 
-def test_adapters_replace_full_fine_tuning_after_the_freeze() -> None:
+def test_adapters_replace_full_fine_tuning_after_the_freeze(quiet_trainer) -> None:
     from sah.adapters import AdapterConfig, inject
 
     net = TinyClassifier()
     inject(net, AdapterConfig("lora_c", rank=2, targets="backbone"))
     initial = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    snap = fit_tiny(net)
+    snap = fit_tiny(net, quiet_trainer)
     after_freeze, final = snap.states
     assert changed(initial, after_freeze, "features.") == set()
     # Then only the low-rank factors move: the pre-trained convolution and norm stay as they were.
