@@ -22,14 +22,19 @@ _FACTORS: dict[str, Callable[[float], float]] = {
 SCHEDULES = tuple(_FACTORS)
 
 
-def lr_factor(schedule: str, epoch: int, max_epochs: int) -> float:
-    """Multiplier of the initial rate at the start of ``epoch`` (0-based) of ``max_epochs``."""
+def check_schedule(schedule: str) -> None:
+    """Raise naming ``task.module.lr_schedule`` unless ``schedule`` is one of ``SCHEDULES``."""
     if schedule not in _FACTORS:
         raise ConfigError(
             "task.module.lr_schedule",
             f"unknown schedule {schedule!r}",
             f"use one of {', '.join(SCHEDULES)}",
         )
+
+
+def lr_factor(schedule: str, epoch: int, max_epochs: int) -> float:
+    """Multiplier of the initial rate at the start of ``epoch`` (0-based) of ``max_epochs``."""
+    check_schedule(schedule)
     if max_epochs < 1:
         raise ConfigError(
             "trainer.max_epochs",

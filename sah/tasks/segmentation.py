@@ -12,7 +12,7 @@ from torch import nn
 
 from sah.errors import ConfigError
 from sah.tasks.losses import foreground_probability, get_loss
-from sah.tasks.lr_schedules import lr_factor
+from sah.tasks.lr_schedules import check_schedule, lr_factor
 from sah.tasks.sliding_window import sliding_window_from
 
 
@@ -61,7 +61,7 @@ class SegmentationTask(L.LightningModule):
         self.net = net
         self.loss_fn = get_loss(loss)
         self.lr = lr
-        lr_factor(lr_schedule, 0, 1)  # an unknown name fails here, not after the first epoch
+        check_schedule(lr_schedule)  # an unknown name fails here, not after the first epoch
         self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
         self.threshold = threshold

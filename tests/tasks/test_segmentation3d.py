@@ -143,17 +143,20 @@ def sah_train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def swin_cpu_overrides(cache_root: Path, workdir: Path) -> list[str]:
-    """The CPU recipe shrunk to one training step on the tiny cohort of tests/conftest.py."""
+def tiny_3d_recipe_overrides(
+    cache_root: Path, workdir: Path, experiment: str = "swin_unetr_cpu"
+) -> list[str]:
+    """A 3D CPU recipe shrunk to one training step on the tiny cohort of tests/conftest.py
+    ("++" sets the cohort's grid keys whether or not the recipe's data config names them)."""
     return [
-        "experiment=swin_unetr_cpu",
+        f"experiment={experiment}",
         f"paths.cache_dir={cache_root}",
         f"paths.root_dir={workdir}",
         f"tracking.uri=sqlite:///{workdir}/mlflow.db",
         f"hydra.run.dir={workdir}/run",
-        "data.manifest.config.n_patients=6",
-        "data.manifest.config.matrix=64",
-        "data.manifest.config.spacing_mm=2.5",
+        "++data.manifest.config.n_patients=6",
+        "++data.manifest.config.matrix=64",
+        "++data.manifest.config.spacing_mm=2.5",
         "data.preprocess.spacing=[6.0,6.0,6.0]",
         "data.patches_per_epoch=2",
         "trainer.max_epochs=1",
@@ -167,25 +170,16 @@ def test_unet3d_cpu_recipe_trains_with_decay_and_sparse_validation(
     """The volumetry recipe at tiny size: validation on its schedule, the LR decay recorded."""
     from mlflow.tracking import MlflowClient
 
-    # The tiny cohort's grid keys are new to this recipe's data config: "++" adds them.
-    overrides = [
-        "experiment=unet3d_cpu"
-        if o.startswith("experiment=")
-        else "++" + o
-        if "config." in o
-        else o
-        for o in swin_cpu_overrides(cache_root, tmp_path)
-    ]
+    overrides = tiny_3d_recipe_overrides(cache_root, tmp_path, experiment="unet3d_cpu")
     overrides += ["trainer.max_epochs=2", "trainer.check_val_every_n_epoch=2"]
     result = sah_train(*overrides, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_id = re.search(r"MLflow run id: (\w+)", result.stdout).group(1)  # type: ignore[union-attr]
-    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(run_id)
     assert run.data.params["task.module.lr_schedule"] == "cosine"
     assert run.data.params["model._target_"] == "sah.models.unet.build_unet"
-    history = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
-        run_id, "val/dice"
-    )
+    history = client.get_metric_history(run_id, "val/dice")
     # the epoch-2 validation and the final per-patient summary; validating every epoch makes 3
     assert len(history) == 2
 
@@ -201,7 +195,7 @@ def test_swin_unetr_cpu_recipe_logs_the_study_metrics(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    result = sah_train(*swin_cpu_overrides(cache_root, tmp_path), cwd=tmp_path)
+    result = sah_train(*tiny_3d_recipe_overrides(cache_root, tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_id = re.search(r"MLflow run id: (\w+)", result.stdout).group(1)  # type: ignore[union-attr]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
