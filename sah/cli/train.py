@@ -70,9 +70,9 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     sweeper."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        from sah.cli.run_task import run_task
+        from sah.tasks.driver import run
 
-        return run_task(cfg, choices())
+        return run(cfg, choices())
     except user_error_types() as err:
         message = f"sah-train: {one_line(err)}"
         if multirun:

@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from sah.data.folds import split_fold
+from sah.data.folds import FoldSplit, read_folds_file, split_with_selection
 from sah.data.slices import (
     PatientSlices,
     PatientVolume,
@@ -74,7 +74,12 @@ def load_patients(
 
 
 class SliceDataModule(L.LightningDataModule):
-    """Patients of one fold: training slices drawn balanced, validation patients whole."""
+    """Patients of one fold: training slices drawn balanced; the selection set (``val``, carved
+    from the training patients) and the outer fold (``test``) as whole patients.
+
+    After ``setup``: ``train_patients``, ``val_patients`` (validated every epoch: they choose
+    the checkpoint), ``test_patients`` (scored once after training), ``split`` (their ids).
+    """
 
     def __init__(
         self,
@@ -91,6 +96,8 @@ class SliceDataModule(L.LightningDataModule):
         flip_prob: float = 0.5,
         num_workers: int = 0,
         on_error: str = "raise",
+        selection_fraction: float = 0.15,
+        folds_file: str | None = None,
         root: str | None = None,
         labels: str | None = None,
     ) -> None:
@@ -108,9 +115,13 @@ class SliceDataModule(L.LightningDataModule):
         self.flip_prob = flip_prob
         self.num_workers = num_workers
         self.on_error = on_error
+        self.selection_fraction = float(selection_fraction)
+        self.folds_file = folds_file
         self.skipped: list[str] = []
+        self.split: FoldSplit | None = None
         self.train_patients: list[PatientVolume] = []
         self.val_patients: list[PatientVolume] = []
+        self.test_patients: list[PatientVolume] = []
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_patients:
@@ -120,15 +131,18 @@ class SliceDataModule(L.LightningDataModule):
         volumes = [
             float(p.label.sum()) * float(np.prod(p.spacing)) / 1000.0 for p in by_id.values()
         ]
-        train_ids, val_ids = split_fold(
+        self.split = split_with_selection(
             list(by_id),
             self.fold,
             self.n_folds,
             self.split_seed,
+            self.selection_fraction,
             strata=[volume_bin(v) for v in volumes],
+            pinned=read_folds_file(self.folds_file),
         )
-        self.train_patients = [by_id[i] for i in train_ids]
-        self.val_patients = [by_id[i] for i in val_ids]
+        self.train_patients = [by_id[i] for i in self.split.train]
+        self.val_patients = [by_id[i] for i in self.split.selection]
+        self.test_patients = [by_id[i] for i in self.split.test]
 
     def inference_spec(self) -> dict[str, object]:
         """How a trained net sees a volume: stored in checkpoints for sah-predict."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sah.data.folds import split_fold
+from sah.data.folds import split_with_selection
 from sah.errors import ConfigError, DataError
 
 TEST_SEED_SALT = 0x7E57  # the test hold-out draws from its own stream, independent of the folds
@@ -23,11 +23,15 @@ TEST_SEED_SALT = 0x7E57  # the test hold-out draws from its own stream, independ
 
 @dataclass(frozen=True)
 class OutcomeSplit:
-    """Patient ids of one fold (train, validation) and of the held-out test set (maybe empty)."""
+    """Patient ids of one run: ``train``; ``val``, the selection set carved from the training
+    patients (early stopping, learning-rate plateaus, the best epoch, a Youden threshold);
+    ``test``, the outer fold, scored once after training; ``holdout``, a fixed set outside every
+    fold (maybe empty), also only scored."""
 
     train: list[str]
     val: list[str]
     test: list[str]
+    holdout: list[str]
 
 
 def read_outcome_cohort(
@@ -121,11 +125,14 @@ def split_outcome_cohort(
     fold: int,
     n_folds: int,
     seed: int = 0,
-    test_fraction: float = 0.0,
+    holdout_fraction: float = 0.0,
     stratify: bool = True,
+    selection_fraction: float = 0.25,
+    pinned: dict[str, int] | None = None,
 ) -> OutcomeSplit:
-    """Hold out a test set stratified by outcome (``test_fraction`` of each class, fixed for
-    every fold), then split the rest into ``n_folds`` folds stratified by outcome."""
+    """Hold out a set stratified by outcome (``holdout_fraction`` of each class, fixed for
+    every fold), split the rest into ``n_folds`` folds stratified by outcome (fold ``fold`` is
+    the test set), and carve the selection set from the training patients, stratified too."""
     ids = [str(p) for p in patient_ids]
     y = np.asarray(labels, dtype=np.int64)
     classes = sorted(set(y.tolist()))
@@ -135,32 +142,41 @@ def split_outcome_cohort(
             f"column '{outcome}' is {classes[0] if classes else '-'} for all {len(ids)} patients",
             "a classifier needs patients of both outcomes (0 and 1)",
         )
-    if not 0.0 <= test_fraction < 1.0:
-        raise ConfigError("data.test_fraction", f"must be in [0, 1), got {test_fraction}")
-    test = _hold_out(ids, y, test_fraction, seed) if test_fraction > 0 else []
-    if test:
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ConfigError("data.holdout_fraction", f"must be in [0, 1), got {holdout_fraction}")
+    holdout = _hold_out(ids, y, holdout_fraction, seed) if holdout_fraction > 0 else []
+    if holdout:
         _require_both(
-            "data.test_fraction", "the test set", [y[ids.index(p)] for p in test], outcome
+            "data.holdout_fraction",
+            "the hold-out set",
+            [y[ids.index(p)] for p in holdout],
+            outcome,
         )
-    held = set(test)
+    held = set(holdout)
     rest = [i for i, p in enumerate(ids) if p not in held]
     rest_ids, rest_y = [ids[i] for i in rest], y[rest]
     events, non_events = int(rest_y.sum()), int(len(rest_y) - rest_y.sum())
     if min(events, non_events) < n_folds:
-        where = " not held out for test" if test else ""
+        where = " not held out" if holdout else ""
         raise ConfigError(
             "data.n_folds",
             f"{n_folds} folds need at least {n_folds} patients of each '{outcome}' class among "
             f"the {len(rest_ids)} patients{where}; there are {events} with {outcome}=1 and "
             f"{non_events} with {outcome}=0",
-            "use fewer folds, a smaller data.test_fraction or a larger cohort",
+            "use fewer folds, a smaller data.holdout_fraction or a larger cohort",
         )
     strata = rest_y.tolist() if stratify else None
-    train, val = split_fold(rest_ids, fold, n_folds, seed, strata=strata)
+    split = split_with_selection(
+        rest_ids, fold, n_folds, seed, selection_fraction, strata=strata, pinned=pinned
+    )
     label_of = dict(zip(rest_ids, rest_y.tolist(), strict=True))
-    _require_both("fold", f"fold {fold}'s validation set", [label_of[p] for p in val], outcome)
-    _require_both("fold", f"fold {fold}'s training set", [label_of[p] for p in train], outcome)
-    return OutcomeSplit(train=train, val=val, test=sorted(test))
+    for key, where, members in (
+        ("fold", f"fold {fold}'s test set", split.test),
+        ("data.selection_fraction", f"fold {fold}'s selection set", split.selection),
+        ("fold", f"fold {fold}'s training set", split.train),
+    ):
+        _require_both(key, where, [label_of[p] for p in members], outcome)
+    return OutcomeSplit(split.train, split.selection, split.test, sorted(holdout))
 
 
 def _hold_out(ids: list[str], y: np.ndarray, fraction: float, seed: int) -> list[str]:

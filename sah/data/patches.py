@@ -8,10 +8,11 @@ head (MONAI ``RandCropByPosNegLabeld``), mirrored at random; validation and eval
 whole preprocessed volumes, so every metric is computed in that grid.
 
 Splits are by patient: ``n_folds`` folds stratified by hemorrhage-volume bin as for 2D nets,
-the fold ``fold`` held out. The study's 70/10/20 split is ``n_folds=5`` (20 % held out) with
-``selection_fraction=0.125`` (10 % of the cohort taken from the training patients to pick the
-best checkpoint, so the held-out patients never influence training). Patients of
-``external_sites`` (manifest column ``site``) are left out of all folds: an external cohort.
+the fold ``fold`` held out as the test set; ``selection_fraction`` of the training patients
+form the selection set that picks the best checkpoint, so the test patients never influence
+training. The study's 70/10/20 split is ``n_folds=5`` (20 % test) with
+``selection_fraction=0.125`` (10 % of the cohort). Patients of ``external_sites`` (manifest
+column ``site``) are left out of all folds: an external cohort.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sah.data.datamodule import volume_bin
-from sah.data.folds import assign_folds, site_split, split_fold
+from sah.data.folds import FoldSplit, read_folds_file, site_split, split_with_selection
 from sah.data.preprocess.pipelines import Preprocess, build_preprocess
 from sah.data.preprocess.sampling import PosNegPatchSampler
 from sah.errors import ConfigError, DataError, SahError
@@ -180,9 +181,9 @@ def collate_volume(batch: list[dict[str, object]]) -> dict[str, object]:
 class PatchDataModule(L.LightningDataModule):
     """Patients of one fold for a 3D net: random patches to train on, whole volumes to score.
 
-    After ``setup``: ``train_cases``; ``val_cases`` (the held-out fold, scored after training);
-    ``monitor_cases`` (validated every epoch to pick the best checkpoint: ``val_cases``, or a
-    separate selection set when ``selection_fraction > 0``); ``external_cases``; ``skipped``.
+    After ``setup``: ``train_cases``; ``val_cases`` (the selection set, validated every epoch
+    to pick the best checkpoint); ``test_cases`` (the outer fold, scored once after training);
+    ``external_cases``; ``split`` (the ids); ``skipped``.
     ``preprocess`` holds ``SwinPreprocess`` fields; ``min_shape`` defaults to ``patch_size``.
     """
 
@@ -201,7 +202,8 @@ class PatchDataModule(L.LightningDataModule):
         pos_fraction: float = 0.5,
         flip_prob: float = 0.5,
         flip_axes: Sequence[int] = (0,),
-        selection_fraction: float = 0.0,
+        selection_fraction: float = 0.15,
+        folds_file: str | None = None,
         external_sites: Sequence[str] = (),
         num_workers: int = 0,
         on_error: str = "raise",
@@ -218,19 +220,17 @@ class PatchDataModule(L.LightningDataModule):
         self.pos_fraction = pos_fraction
         self.flip_prob = flip_prob
         self.flip_axes = tuple(flip_axes)
-        if not 0.0 <= selection_fraction < 1.0:
-            raise ConfigError(
-                "data.selection_fraction", f"must be in [0, 1), got {selection_fraction!r}"
-            )
-        self.selection_fraction = selection_fraction
+        self.selection_fraction = float(selection_fraction)
+        self.folds_file = folds_file
         self.external_sites = [str(s) for s in external_sites]
         self.num_workers = num_workers
         self.on_error = on_error
         self.cache_dir = cache_dir
         self.skipped: list[str] = []
+        self.split: FoldSplit | None = None
         self.train_cases: list[VolumeCase] = []
         self.val_cases: list[VolumeCase] = []
-        self.monitor_cases: list[VolumeCase] = []
+        self.test_cases: list[VolumeCase] = []
         self.external_cases: list[VolumeCase] = []
 
     def setup(self, stage: str | None = None) -> None:
@@ -247,29 +247,18 @@ class PatchDataModule(L.LightningDataModule):
             sites = {c.patient_id: c.site or "" for c in cases}
             internal, external = site_split(sites, self.external_sites)
             self.external_cases = [by_id[i] for i in external]
-        strata = [volume_bin(by_id[i].blood_volume_ml) for i in internal]
-        train_ids, val_ids = split_fold(
-            internal, self.fold, self.n_folds, self.split_seed, strata=strata
+        self.split = split_with_selection(
+            internal,
+            self.fold,
+            self.n_folds,
+            self.split_seed,
+            self.selection_fraction,
+            strata=[volume_bin(by_id[i].blood_volume_ml) for i in internal],
+            pinned=read_folds_file(self.folds_file),
         )
-        selection_ids = self._selection(train_ids, by_id)
-        self.train_cases = [by_id[i] for i in train_ids if i not in selection_ids]
-        self.val_cases = [by_id[i] for i in val_ids]
-        self.monitor_cases = [by_id[i] for i in sorted(selection_ids)] or self.val_cases
-
-    def _selection(self, train_ids: list[str], by_id: dict[str, VolumeCase]) -> set[str]:
-        """About ``selection_fraction`` of the training patients, stratified like the folds."""
-        if self.selection_fraction == 0.0:
-            return set()
-        parts = max(2, round(1.0 / self.selection_fraction))
-        if len(train_ids) < parts:
-            raise ConfigError(
-                "data.selection_fraction",
-                f"{self.selection_fraction} of {len(train_ids)} training patients is no patient",
-                "use more patients or selection_fraction=0",
-            )
-        strata = [volume_bin(by_id[i].blood_volume_ml) for i in train_ids]
-        parts_of = assign_folds(train_ids, parts, self.split_seed + 1, strata)
-        return {p for p, part in parts_of.items() if part == 0}
+        self.train_cases = [by_id[i] for i in self.split.train]
+        self.val_cases = [by_id[i] for i in self.split.selection]
+        self.test_cases = [by_id[i] for i in self.split.test]
 
     def inference_spec(self) -> dict[str, object]:
         """How a trained net sees a volume: stored in checkpoints for sah-predict."""
@@ -302,7 +291,7 @@ class PatchDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
-            WholeVolumes(self.monitor_cases),
+            WholeVolumes(self.val_cases),
             batch_size=1,
             collate_fn=collate_volume,
             num_workers=self.num_workers,

@@ -2,8 +2,9 @@
 
 Each CT goes through the mortality study's deterministic preprocessing once
 (``MortalityPreprocess``, cached on disk by ``PreprocessCache``) and stays in memory; training
-volumes are then augmented per draw. Splits come from ``sah.data.outcome_split``: a held-out test
-set (optional) and folds, both stratified by outcome.
+volumes are then augmented per draw. Splits come from ``sah.data.outcome_split``: the outer fold
+(test), a selection set carved from the training patients (val), and an optional fixed hold-out
+set, all stratified by outcome.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from sah.data.folds import read_folds_file
 from sah.data.outcome_split import OutcomeSplit, read_outcome_cohort, split_outcome_cohort
 from sah.data.volume_augment import VolumeAugmentation
 from sah.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "holdout")
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,10 @@ class VolumeDataModule(L.LightningDataModule):
         fold: int = 0,
         n_folds: int = 3,
         split_seed: int = 0,
-        test_fraction: float = 0.0,
+        holdout_fraction: float = 0.0,
         stratify: bool = True,
+        selection_fraction: float = 0.25,
+        folds_file: str | None = None,
         preprocess: dict[str, Any] | None = None,
         augment: dict[str, Any] | None = None,
         batch_size: int = 4,
@@ -91,7 +95,9 @@ class VolumeDataModule(L.LightningDataModule):
         self.outcome = outcome
         self.outcomes = None if outcomes in (None, "") else Path(outcomes)
         self.fold, self.n_folds, self.split_seed = fold, n_folds, split_seed
-        self.test_fraction, self.stratify = float(test_fraction), bool(stratify)
+        self.holdout_fraction, self.stratify = float(holdout_fraction), bool(stratify)
+        self.selection_fraction = float(selection_fraction)
+        self.folds_file = folds_file
         self.pipeline = build_preprocess("mortality", **(preprocess or {}))
         self.augmentation = VolumeAugmentation.from_config(augment)
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -113,8 +119,10 @@ class VolumeDataModule(L.LightningDataModule):
             self.fold,
             self.n_folds,
             self.split_seed,
-            self.test_fraction,
+            self.holdout_fraction,
             self.stratify,
+            self.selection_fraction,
+            read_folds_file(self.folds_file),
         )
         cache = PreprocessCache(cache_dir(self.cache_root) / "preprocess")
         rows = cohort.set_index("patient_id")
@@ -160,6 +168,10 @@ class VolumeDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._plain_loader("test")
+
+    def loader(self, split: str) -> DataLoader:
+        """The patients of ``split`` (train, val, test, holdout) in order, not augmented."""
+        return self._plain_loader(split)
 
     def _plain_loader(self, split: str) -> DataLoader:
         return DataLoader(

@@ -6,8 +6,14 @@ Protocol (each step is what a reader of the logged numbers needs to know):
 - Folds: ``RepeatedStratifiedKFold(n_splits, n_repeats, random_state=seed)``, stratified on the
   binary target. The model and the standard model see exactly the same folds.
 - Per fold, each pipeline (impute -> scale -> classifier, ``sah.tasks.tabular_models``) is
-  fitted on the training patients only and predicts the held-out ones. ``val/auc`` is the mean
-  ROC AUC over all ``n_splits x n_repeats`` held-out folds, ``val/auc_sd`` their SD.
+  fitted on the training patients only and predicts the held-out ones. ``test/auc`` is the mean
+  ROC AUC over all ``n_splits x n_repeats`` held-out folds, ``test/auc_sd`` their SD. Held-out
+  numbers are reported only, never returned to a sweeper.
+- Nested selection: inside each fold's training patients, an inner stratified
+  ``inner_splits``-fold CV scores the model without touching the held-out patients;
+  ``val/auc`` is the mean of these inner AUCs over the outer folds. It is what a sweeper over
+  models or their params optimises, so a choice of hyperparameters never reads a held-out
+  patient.
 - AUC difference against the standard model: within each repeat every patient is predicted
   exactly once, so the held-out predictions are pooled per repeat and compared with DeLong's
   test for paired AUCs (or a stratified bootstrap, ``task.comparison.method``). The reported
@@ -29,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 from sah.errors import ConfigError, DataError
 from sah.metrics import (
@@ -48,8 +54,13 @@ ModelFactory = Callable[[], Any]  # a fresh unfitted estimator with fit / predic
 class CVSettings:
     n_splits: int = 5
     n_repeats: int = 3
+    inner_splits: int = 3
 
     def __post_init__(self) -> None:
+        if int(self.inner_splits) < 2:
+            raise ConfigError(
+                "task.cv.inner_splits", f"must be at least 2, got {self.inner_splits}"
+            )
         if int(self.n_splits) < 2:
             raise ConfigError("task.cv.n_splits", f"must be at least 2, got {self.n_splits}")
         if int(self.n_repeats) < 1:
@@ -98,7 +109,8 @@ class OutcomeSettings:
 @dataclass
 class OutcomeResult:
     """Everything a run reports: per-fold rows, held-out predictions, per-repeat comparisons,
-    importance (None when disabled) and the summary metrics logged as ``val/...``."""
+    importance (None when disabled) and the summary metrics (``val/*`` from the inner CV inside
+    the training folds, ``test/*`` from the held-out folds)."""
 
     folds: pd.DataFrame
     predictions: pd.DataFrame
@@ -172,6 +184,31 @@ def _fitted(
             f"{len(y)} patients with {int(y.sum())} events ({err})",
             "lower task.cv.n_splits or use a larger cohort",
         ) from err
+
+
+def inner_cv_auc(
+    make_model: ModelFactory,
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    n_splits: int,
+    seed: int,
+    fold: Fold,
+    source: str | Path,
+) -> float:
+    """Mean AUC of an inner stratified CV on one fold's training patients only."""
+    if min(int(y_train.sum()), int(len(y_train) - y_train.sum())) < n_splits:
+        raise DataError(
+            source,
+            f"repeat {fold.repeat} fold {fold.fold}: {int(y_train.sum())} events among "
+            f"{len(y_train)} training patients are too few for a {n_splits}-fold inner CV",
+            "lower task.cv.inner_splits or task.cv.n_splits, or use a larger cohort",
+        )
+    inner = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    aucs = []
+    for train, held in inner.split(np.zeros(len(y_train)), y_train):
+        model = _fitted(make_model(), X_train.iloc[train], y_train[train], fold, "model", source)
+        aucs.append(roc_auc(y_train[held], _positive_probability(model, X_train.iloc[held])))
+    return float(np.mean(aucs))
 
 
 def _positive_probability(model: Any, features: pd.DataFrame) -> np.ndarray:
@@ -288,7 +325,17 @@ def cross_validate_outcome(
         )
         prob = _positive_probability(model, X.iloc[fold.test])
         standard_prob = _positive_probability(standard, X_standard.iloc[fold.test])
-        rows.append(_fold_row(fold, y_test, prob, standard_prob))
+        inner_seed = settings.seed + 1000 * fold.repeat + fold.fold
+        inner_auc = inner_cv_auc(
+            make_model,
+            X.iloc[fold.train],
+            y_train,
+            int(settings.cv.inner_splits),
+            inner_seed,
+            fold,
+            source,
+        )
+        rows.append({**_fold_row(fold, y_test, prob, standard_prob), "inner_auc": inner_auc})
         predictions.append(
             pd.DataFrame(
                 {
@@ -335,26 +382,29 @@ def cross_validate_outcome(
 def summarise(
     folds: pd.DataFrame, comparison: pd.DataFrame, labels: np.ndarray
 ) -> dict[str, float]:
-    """The ``val/...`` metrics of a run (see the module docstring for how each is computed)."""
+    """A run's metrics (see the module docstring for how each is computed): ``val/*`` from the
+    inner CV inside the training folds, ``test/*`` from the held-out folds."""
     sd = lambda column: float(folds[column].std(ddof=1)) if len(folds) > 1 else 0.0  # noqa: E731
     summary = {
-        "val/auc": float(folds["auc"].mean()),
-        "val/auc_sd": sd("auc"),
-        "val/standard_auc": float(folds["standard_auc"].mean()),
-        "val/standard_auc_sd": sd("standard_auc"),
-        "val/brier": float(folds["brier"].mean()),
-        "val/standard_brier": float(folds["standard_brier"].mean()),
-        "val/auc_pooled": float(comparison["auc"].mean()),
-        "val/standard_auc_pooled": float(comparison["standard_auc"].mean()),
-        "val/auc_diff": float(comparison["difference"].mean()),
-        "val/auc_diff_ci_low": float(comparison["ci_low"].mean()),
-        "val/auc_diff_ci_high": float(comparison["ci_high"].mean()),
-        "val/n_patients": float(labels.size),
-        "val/n_events": float(labels.sum()),
+        "val/auc": float(folds["inner_auc"].mean()),
+        "val/auc_sd": sd("inner_auc"),
+        "test/auc": float(folds["auc"].mean()),
+        "test/auc_sd": sd("auc"),
+        "test/standard_auc": float(folds["standard_auc"].mean()),
+        "test/standard_auc_sd": sd("standard_auc"),
+        "test/brier": float(folds["brier"].mean()),
+        "test/standard_brier": float(folds["standard_brier"].mean()),
+        "test/auc_pooled": float(comparison["auc"].mean()),
+        "test/standard_auc_pooled": float(comparison["standard_auc"].mean()),
+        "test/auc_diff": float(comparison["difference"].mean()),
+        "test/auc_diff_ci_low": float(comparison["ci_low"].mean()),
+        "test/auc_diff_ci_high": float(comparison["ci_high"].mean()),
+        "test/n_patients": float(labels.size),
+        "test/n_events": float(labels.sum()),
     }
     p_values = comparison["p_value"].dropna()
     if len(p_values):
-        summary["val/auc_diff_p"] = float(p_values.median())
+        summary["test/auc_diff_p"] = float(p_values.median())
     return summary
 
 

@@ -1,0 +1,238 @@
+"""task=outcome for the run driver: a tabular model against the standard model on the same
+repeated CV folds, one run per (model, target).
+
+Tabular models are options of the ``model`` group with ``kind: tabular`` (named ``tab_*``); an
+image network there is refused with one line, so a sweep over ``model='glob(*)'`` fails those
+trials alone. Use ``model='glob(tab_*)'``. ``val/auc`` comes from an inner CV inside each
+fold's training patients (``sah.tasks.outcome``): a sweeper never sees a held-out patient.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from sah.errors import ConfigError, DataError
+from sah.tasks.driver import Evaluation, TaskRunner
+from sah.tasks.emr_features import (
+    TARGETS,
+    FeatureSpec,
+    binary_target,
+    build_features,
+    check_patient_ids,
+    merge_image_features,
+    static_features,
+)
+from sah.tasks.outcome import (
+    ComparisonSettings,
+    CVSettings,
+    ImportanceSettings,
+    OutcomeResult,
+    OutcomeSettings,
+    cross_validate_outcome,
+    write_tables,
+)
+from sah.tasks.outcome_plots import save_importance_figure, save_roc_figure
+from sah.tasks.tabular_models import TabularModelSpec, make_pipeline
+
+log = logging.getLogger("sah.train")
+
+
+class OutcomeRunner(TaskRunner):
+    def prepare(self) -> None:
+        cfg = self.cfg
+        self.spec = tabular_model(cfg.get("model"), self.choices.get("model", "model"))
+        self.settings = outcome_settings(cfg.task, cfg.seed)
+        self.table, self.origin, image_columns = load_table(
+            cfg.get("data"), self.choices.get("data", "data")
+        )
+        standard_names = [str(c) for c in cfg.task.standard.features]
+        self.standard = static_features(self.table, standard_names, self.origin)
+        self.y = binary_target(self.table, self.settings.target, self.origin)
+        if self.spec.features == "standard":
+            self.features, self.groups = self.standard, None
+        else:
+            wanted = feature_spec(cfg.task, image_columns)
+            self.features = build_features(self.table, wanted, self.origin)
+            self.groups = wanted.groups()
+        self.imputation = str(cfg.task.imputation)
+        self.standard_spec = TabularModelSpec(
+            "logistic", {"C": float(cfg.task.standard.get("C", 1.0)), "max_iter": 2000}
+        )
+        # Bad params or imputation fail here, before the run exists.
+        make_pipeline(self.spec, self.imputation, self.settings.seed)
+        self.label = self.choices.get("model", self.spec.name)
+
+    def run_name(self) -> str:
+        name = f"{self.label}-{self.settings.target}"
+        trial = self.cfg.optuna.trial_number
+        return name if trial is None else f"{name}-t{trial}"
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "task": "outcome",
+            "model": self.choices.get("model", ""),
+            "data": self.choices.get("data", ""),
+            "target": str(self.cfg.task.target),
+            "seed": str(self.cfg.seed),
+            "sah.data_source": self.origin,
+        }
+
+    def params(self) -> dict[str, Any]:
+        cv = self.settings.cv
+        params: dict[str, Any] = {
+            "target": self.settings.target,
+            "estimator": self.spec.name,
+            "features": self.spec.features,
+            "n_features": self.features.shape[1],
+            "imputation": self.imputation,
+            "cv": f"{cv.n_splits}-fold x {cv.n_repeats}, inner {cv.inner_splits}-fold",
+            "comparison": self.settings.comparison.method,
+            "cohort": self.origin,
+            "n_patients": int(self.y.size),
+        }
+        for key, value in sorted(self.spec.params.items())[:10]:
+            params[f"estimator.{key}"] = value
+        return params
+
+    def splits(self) -> dict[str, list[str]]:
+        return {"cohort": [str(p) for p in self.y.index]}
+
+    def fit(self, run_id: str | None, checkpoint: str | None) -> None:
+        started = time.perf_counter()
+        self.result: OutcomeResult = cross_validate_outcome(
+            self.features,
+            self.standard,
+            self.y,
+            make_model=lambda: make_pipeline(self.spec, self.imputation, self.settings.seed),
+            make_standard=lambda: make_pipeline(
+                self.standard_spec, self.imputation, self.settings.seed
+            ),
+            settings=self.settings,
+            groups=self.groups,
+            source=self.origin,
+        )
+        self.seconds = time.perf_counter() - started
+
+    def evaluate(self) -> Evaluation:
+        result, out = self.result, self.out_dir
+        target = self.settings.target
+        paths = write_tables(result, out)
+        paths.append(save_roc_figure(result.predictions, out / "roc.png", self.label, target))
+        if result.importance is not None:
+            paths.append(
+                save_importance_figure(result.importance, out / "importance.png", self.label)
+            )
+        metrics = {**result.summary, "time/cv_seconds": self.seconds}
+        series = {
+            "test/fold_auc": [float(v) for v in result.folds["auc"]],
+            "test/fold_standard_auc": [float(v) for v in result.folds["standard_auc"]],
+            "val/fold_inner_auc": [float(v) for v in result.folds["inner_auc"]],
+        }
+        lines = summary_lines(result, self.label, self.settings, self.seconds)
+        return Evaluation(metrics, [(p, None) for p in paths], lines, 0, series)
+
+
+def tabular_options() -> list[str]:
+    """The tabular options of the model group (conf/model/tab_*.yaml)."""
+    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
+    return sorted(p.stem for p in conf.glob("tab_*.yaml"))
+
+
+def tabular_model(node: DictConfig, choice: str) -> TabularModelSpec:
+    """The model config as a spec; anything without ``kind: tabular`` is refused."""
+    if node is None or node.get("kind") != "tabular":
+        raise ConfigError(
+            "model",
+            f"{choice!r} is not a tabular model; task=outcome takes one of "
+            f"{', '.join(tabular_options())}",
+            "e.g. model=tab_gbm, or sweep model='glob(tab_*)'",
+        )
+    params = OmegaConf.to_container(node.get("params") or {}, resolve=True)
+    return TabularModelSpec(str(node.name), dict(params), str(node.get("features", "all")))  # type: ignore[arg-type]
+
+
+def outcome_settings(task: DictConfig, seed: int) -> OutcomeSettings:
+    def plain(node: DictConfig | None) -> dict[str, Any]:
+        return dict(OmegaConf.to_container(node, resolve=True)) if node else {}  # type: ignore[arg-type]
+
+    return OutcomeSettings(
+        target=str(task.target),
+        cv=CVSettings(**plain(task.get("cv"))),
+        comparison=ComparisonSettings(**plain(task.get("comparison"))),
+        importance=ImportanceSettings(**plain(task.get("importance"))),
+        seed=int(seed),
+    )
+
+
+def feature_spec(task: DictConfig, extra_static: list[str]) -> FeatureSpec:
+    features = task.features
+    static = [*features.static, *(c for c in extra_static if c not in features.static)]
+    return FeatureSpec(
+        static=tuple(static),
+        daily=tuple(features.daily),
+        days=tuple(int(d) for d in features.days),
+        summaries=tuple(features.summaries),
+    )
+
+
+def read_csv(path: str | Path, key: str) -> pd.DataFrame:
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise ConfigError(key, f"no file at {file}", "give the path of a CSV file")
+    try:
+        return pd.read_csv(file)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(file, f"not a readable CSV ({err})") from err
+
+
+def load_table(data: DictConfig, data_choice: str) -> tuple[pd.DataFrame, str, list[str]]:
+    """(clinical table, where it came from, image-feature columns joined to it)."""
+    source = data.get("source") if data is not None else None
+    if source == "synthetic_emr":
+        from sah.data.synthetic.clinical import synthetic_emr_cohort
+
+        n, seed = int(data.n_patients), int(data.seed)
+        table, origin = synthetic_emr_cohort(n, seed), f"synthetic EMR cohort (n={n}, seed={seed})"
+    elif source == "table":
+        if OmegaConf.is_missing(data, "table"):
+            raise ConfigError("data.table", "is not set", "data.table=/path/to/clinical.csv")
+        table, origin = read_csv(data.table, "data.table"), str(data.table)
+    else:
+        raise ConfigError(
+            "data",
+            f"{data_choice!r} is not a clinical table; task=outcome takes data=emr_synthetic or "
+            "data=emr_table",
+        )
+    check_patient_ids(table, origin)
+    image_columns: list[str] = []
+    if data.get("image_features"):
+        path = str(data.image_features)
+        table, image_columns = merge_image_features(
+            table, read_csv(path, "data.image_features"), path
+        )
+    return table, origin, image_columns
+
+
+def summary_lines(
+    result: OutcomeResult, label: str, settings: OutcomeSettings, seconds: float
+) -> list[str]:
+    s = result.summary
+    cv = settings.cv
+    method = settings.comparison.method
+    p = f", p {s['test/auc_diff_p']:.2g}" if "test/auc_diff_p" in s else ""
+    return [
+        f"[bold]{settings.target}[/bold] ({TARGETS[settings.target].meaning}; "
+        f"{int(s['test/n_events'])}/{int(s['test/n_patients'])} events), "
+        f"{cv.n_splits}-fold CV x {cv.n_repeats} ({seconds:.0f} s)",
+        f"  {label}: test AUC (held-out folds) [bold green]{s['test/auc']:.3f}[/bold green] "
+        f"± {s['test/auc_sd']:.3f}   standard: {s['test/standard_auc']:.3f} "
+        f"± {s['test/standard_auc_sd']:.3f}   (val AUC, inner CV: {s['val/auc']:.3f})",
+        f"  difference {s['test/auc_diff']:+.3f} ({settings.comparison.confidence:.0%} CI "
+        f"{s['test/auc_diff_ci_low']:+.3f} to {s['test/auc_diff_ci_high']:+.3f}, {method}{p})",
+    ]

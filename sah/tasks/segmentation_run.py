@@ -1,0 +1,380 @@
+"""task=segmentation for the run driver: 2D nets on slices, 3D nets on patches.
+
+The network is built, pre-trained weights loaded and the adapter injected before the data is
+read; the data module then splits the cohort into training patients, the selection set (``val``,
+validated every epoch: it picks the checkpoint and feeds pruning) and the outer fold (``test``),
+scored once with the selected weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sah.errors import ConfigError
+from sah.tasks.driver import Evaluation, TaskRunner
+
+log = logging.getLogger("sah.train")
+
+# Sets scored after training, in the order the per-patient CSV lists them.
+SCORED_SETS = ("val", "test")
+
+
+class SegmentationRunner(TaskRunner):
+    """Builds net, adapter, data module and trainer; fits; scores selection and test sets."""
+
+    def prepare(self) -> None:
+        from sah.tasks.ddp_ranks import is_worker_rank
+        from sah.tasks.output_prior import set_output_prior
+        from sah.tasks.transfer import prepare_network
+
+        cfg = self.cfg
+        self.is_worker = is_worker_rank()
+        # Model and task first: their config errors surface before data is generated or read.
+        self.net = instantiate(cfg.model)
+        init_from = init_checkpoint(cfg)
+        prior = cfg.task.get("output_prior")
+        if init_from is None and prior:
+            set_output_prior(self.net, float(prior))
+        self.adapted = prepare_network(self.net, init_from, adapter_settings(cfg))
+        self.module = instantiate(cfg.task.module)(net=self.net)
+        self.datamodule = instantiate(cfg.data)
+        self.spatial_dims = checked_spatial_dims(cfg, self.choices, self.datamodule, self.module)
+        self.datamodule.setup("fit")
+        self.trainer: Any = None
+
+    def trainable_params(self) -> int:
+        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+
+    def can_resume(self) -> bool:
+        return True
+
+    def splits(self) -> dict[str, list[str]]:
+        split = self.datamodule.split
+        sets = {"train": split.train, "val": split.selection, "test": split.test}
+        external = getattr(self.datamodule, "external_cases", None)
+        if external:
+            sets["external"] = [c.patient_id for c in external]
+        return sets
+
+    def run_name(self) -> str:
+        return run_name(self.cfg, self.choices)
+
+    def tags(self) -> dict[str, str]:
+        tags = adapter_tags(self.cfg, self.choices)
+        tags["adapted_modules"] = str(len(self.adapted))
+        return tags
+
+    def params(self) -> dict[str, Any]:
+        cfg = self.cfg
+        data, module = cfg.data, cfg.task.module
+        size_key = "patch_size" if self.spatial_dims == 3 else "slice_size"
+        per_epoch = "patches_per_epoch" if self.spatial_dims == 3 else "slices_per_epoch"
+        return {
+            **adapter_params(cfg, self.choices),
+            "lr": module.lr,
+            "weight_decay": module.weight_decay,
+            "loss": module.loss,
+            "lr_schedule": module.get("lr_schedule", "constant"),
+            "threshold": module.threshold,
+            "epochs": cfg.trainer.get("max_epochs"),
+            "batch_size": data.get("batch_size"),
+            size_key: plain(data.get(size_key)),
+            per_epoch: data.get(per_epoch),
+            "cohort": cohort_name(cfg),
+            "n_train": len(self.datamodule.split.train),
+            "n_val": len(self.datamodule.split.selection),
+            "n_test": len(self.datamodule.split.test),
+            "precision": cfg.trainer.get("precision"),
+        }
+
+    def fit(self, run_id: str | None, checkpoint: str | None) -> None:
+        import lightning as L
+
+        from sah.tasks.ddp_ranks import ddp_ranks
+        from sah.tasks.inference import InferenceSpecCallback
+        from sah.tasks.pruning import raise_if_pruned, trial_callbacks
+        from sah.tasks.transfer import ReattachNorms
+
+        cfg = self.cfg
+        logger: Any = False
+        if run_id is not None:
+            experiment = cfg.tracking.experiment or cfg.task.experiment_name
+            logger = instantiate(
+                cfg.logger, experiment_name=experiment, run_name=self.run_name(), run_id=run_id
+            )
+        callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+        callbacks.append(InferenceSpecCallback(lambda: inference_spec(cfg, self.datamodule)))
+        callbacks.append(ReattachNorms())
+        callbacks += trial_callbacks(
+            cfg.optuna.storage, cfg.optuna.study_name, cfg.optuna.trial_number, cfg.optimized_metric
+        )
+        with ddp_ranks(cfg):
+            self.trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+            trainer: L.Trainer = self.trainer
+            if self.trainable_params() > 0 and (cfg.trainer.max_epochs or 0) > 0:
+                trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=checkpoint)
+                if self.is_worker:
+                    return
+                raise_if_pruned(callbacks)
+                restore_best(trainer, self.module)
+            else:
+                log.info(
+                    "nothing to train (trainable parameters: %d): scoring the net as it is",
+                    self.trainable_params(),
+                )
+
+    def evaluate(self) -> Evaluation:
+        from sah.tasks.evaluate import write_rows
+        from sah.tasks.overlay import save_overlays
+
+        dm = self.datamodule
+        device = self.trainer.strategy.root_device
+        rows: list[dict[str, Any]] = []
+        metrics: dict[str, float] = {}
+        panels: list[tuple] = []
+        window: tuple[float, float] = (0.0, 80.0)
+        for name in SCORED_SETS:
+            set_rows, set_panels, window = self.score(name, device)
+            rows += [{"set": name, **row} for row in set_rows]
+            metrics.update(summarise(set_rows, name))
+            if name == "test":
+                panels = set_panels
+        out = self.out_dir
+        artifacts: list[tuple[Path, str | None]] = [
+            (write_rows(rows, out / "per_patient_metrics.csv"), None)
+        ]
+        if getattr(dm, "external_cases", None):
+            external_rows, _, _ = evaluate_3d(self.module, dm.external_cases, device)
+            metrics.update(summarise(external_rows, "external"))
+            rows = [{"set": "external", **row} for row in external_rows]
+            artifacts.append((write_rows(rows, out / "external_per_patient_metrics.csv"), None))
+        artifacts.append((save_overlays(panels, out / "test_overlays.png", window), None))
+        best = best_checkpoint(self.trainer)
+        if best is not None:
+            artifacts.append((Path(best), "checkpoints"))
+        if dm.skipped:
+            skipped = out / "skipped_cases.txt"
+            skipped.write_text("\n".join(dm.skipped) + "\n")
+            artifacts.append((skipped, None))
+        return Evaluation(metrics, artifacts, self.summary(metrics), self.trainer.global_step)
+
+    def score(self, name: str, device: torch.device) -> tuple[list[dict[str, Any]], list, Any]:
+        """Per-patient rows of set ``name`` (val or test), overlay panels, display window."""
+        from sah.tasks.evaluate import evaluate_patients
+
+        dm = self.datamodule
+        if self.spatial_dims == 3:
+            return evaluate_3d(
+                self.module, dm.val_cases if name == "val" else dm.test_cases, device
+            )
+        patients = dm.val_patients if name == "val" else dm.test_patients
+        rows, masks = evaluate_patients(
+            self.module.net, patients, dm.window, dm.slice_size, self.module.threshold
+        )
+        panels = [(p.patient_id, p.image_hu, p.label, masks[p.patient_id]) for p in patients[:4]]
+        return rows, panels, (0.0, 80.0)
+
+    def summary(self, metrics: dict[str, float]) -> list[str]:
+        cfg = self.cfg
+        split = self.datamodule.split
+        return [
+            f"[bold]test/dice[/bold] (outer fold {cfg.fold} of {cfg.data.get('n_folds', '?')}, "
+            f"{len(split.test)} patients never used for choosing): "
+            f"[bold green]{metrics['test/dice']:.3f}[/bold green] "
+            f"± {metrics.get('test/dice_sd', math.nan):.3f}",
+            f"val/dice (selection set, {len(split.selection)} training-fold patients that chose "
+            f"the checkpoint): {metrics['val/dice']:.3f}",
+        ]
+
+
+def plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def adapter_method(choices: dict[str, str]) -> str:
+    return choices.get("adapter", "none")
+
+
+def has_rank(method: str) -> bool:
+    """Full fine-tuning, no fine-tuning and no adapter group have no rank to report."""
+    return method not in ("none", "null", "full")
+
+
+def run_name(cfg: DictConfig, choices: dict[str, str]) -> str:
+    """What differs between runs of a study: model, method, rank, target, fold, Optuna trial."""
+    parts = [choices.get("model", "model")]
+    method = adapter_method(choices)
+    adapter = cfg.get("adapter")
+    if method not in ("none", "null"):
+        parts.append(method)
+        if adapter and adapter.get("rank") and has_rank(method):
+            parts.append(f"r{adapter.rank}")
+        if adapter and adapter.get("target"):
+            parts.append(str(adapter.target))
+    parts.append(f"fold{cfg.fold}")
+    if cfg.optuna.trial_number is not None:
+        parts.append(f"t{cfg.optuna.trial_number}")
+    return "-".join(parts)
+
+
+def adapter_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
+    """The tags sah-report groups and filters by."""
+    adapter = cfg.get("adapter") or {}
+    method = adapter_method(choices)
+    return {
+        "model": choices.get("model", ""),
+        "data": choices.get("data", ""),
+        "method": method,
+        "rank": str(adapter.get("rank", "")) if has_rank(method) else "",
+        "target": str(adapter.get("target", "")),
+        "fold": str(cfg.fold),
+        "seed": str(cfg.seed),
+        # From-scratch training and fine-tuning of a pre-trained net are different baselines.
+        "init": "pretrained" if cfg.get("init_from") else "scratch",
+    }
+
+
+def adapter_params(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
+    adapter = cfg.get("adapter") or {}
+    method = adapter_method(choices)
+    ranked = has_rank(method)
+    return {
+        "adapter.method": method,
+        "adapter.rank": adapter.get("rank") if ranked else None,
+        "adapter.alpha": adapter.get("alpha") if ranked else None,
+        "adapter.target": adapter.get("target"),
+        "adapter.dropout": adapter.get("dropout") if ranked else None,
+    }
+
+
+def cohort_name(cfg: DictConfig) -> str:
+    """A short name of the cohort a run read: the synthetic generator's settings or the
+    manifest's file name."""
+    manifest = cfg.data.get("manifest")
+    if isinstance(manifest, DictConfig) and manifest.get("config") is not None:
+        c = manifest.config
+        parts = [f"synthetic {c.get('kind', '?')}", f"n={c.get('n_patients', '?')}"]
+        if c.get("matrix") is not None:
+            parts.append(f"{c.matrix}px@{c.get('spacing_mm', '?')}mm")
+        parts.append(f"seed={c.get('seed', 0)}")
+        return " ".join(parts)
+    return Path(str(manifest)).name if manifest else ""
+
+
+def checked_spatial_dims(
+    cfg: DictConfig, choices: dict[str, str], datamodule: Any, module: Any
+) -> int:
+    """2 (slices) or 3 (patches and whole volumes), as the data gives; the model must agree."""
+    data_dims = int(getattr(datamodule, "spatial_dims", 2))
+    model_dims = int(cfg.model.get("spatial_dims", 2))
+    if data_dims != model_dims:
+        fix = "data=synthetic_sah_3d or data=manifest_3d" if model_dims == 3 else "a 2D data option"
+        raise ConfigError(
+            "data",
+            f"model {choices.get('model', '?')!r} is {model_dims}D but data "
+            f"{choices.get('data', '?')!r} gives {data_dims}D inputs",
+            f"use {fix}",
+        )
+    if data_dims == 3 and getattr(module, "sliding_window", None) is None:
+        raise ConfigError(
+            "task.module.roi_size", "3D data needs a sliding-window ROI", "e.g. [128, 128, 64]"
+        )
+    return data_dims
+
+
+def evaluate_3d(
+    module: Any, cases: list, device: torch.device
+) -> tuple[list[dict[str, Any]], list[tuple], tuple[float, float]]:
+    """Per-patient rows on whole preprocessed volumes, overlay panels for the first four, and a
+    display window for their normalised intensities."""
+    from sah.tasks.evaluate import evaluate_volumes
+    from sah.tasks.overlay import intensity_window
+
+    net = module.net.to(device)
+    rows, masks = evaluate_volumes(net, cases, module.sliding_window, module.threshold)
+    panels = [(c.patient_id, c.image, c.label, masks[c.patient_id]) for c in cases[:4]]
+    window = intensity_window(cases[0].image) if cases else (0.0, 1.0)
+    return rows, panels, window
+
+
+def inference_spec(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """What sah-predict needs to rebuild the net and preprocess a scan, as plain values."""
+    adapter = cfg.get("adapter")
+    roi = cfg.task.module.get("roi_size")
+    return {
+        **datamodule.inference_spec(),
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "adapter": OmegaConf.to_container(adapter, resolve=True) if adapter else None,
+        "threshold": float(cfg.task.module.get("threshold", 0.5)),
+        "roi_size": OmegaConf.to_container(roi) if roi else None,
+    }
+
+
+def adapter_settings(cfg: DictConfig) -> Any:
+    from sah.tasks.transfer import AdapterSettings
+
+    node = cfg.get("adapter")
+    if node is None:
+        return None
+    return AdapterSettings(**OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
+
+
+def init_checkpoint(cfg: DictConfig) -> Path | None:
+    """``init_from`` as a local file: a path, or ``mlflow:<run_id>`` for a run's best checkpoint."""
+    source = cfg.get("init_from")
+    if not source:
+        return None
+    source = str(source)
+    if source.startswith("mlflow:"):
+        from sah.tracking.checkpoints import download_best_checkpoint
+
+        return download_best_checkpoint(cfg.tracking.uri, source.removeprefix("mlflow:"))
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            "init_from", f"no checkpoint file at {path}", "give a path or mlflow:<run_id>"
+        )
+    return path
+
+
+def best_checkpoint(trainer: Any) -> str | None:
+    """The checkpoint the selection set chose (or the last one when nothing was monitored)."""
+    cb = trainer.checkpoint_callback if trainer is not None else None
+    if cb is None:
+        return None
+    path = getattr(cb, "best_model_path", "") or getattr(cb, "last_model_path", "")
+    return path or None
+
+
+def restore_best(trainer: Any, module: Any) -> None:
+    """Load the selected epoch's weights into ``module``: the test set scores the checkpoint
+    the run logs, not whatever the last epoch left."""
+    best = best_checkpoint(trainer)
+    if best is not None:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+
+
+def summarise(rows: list[dict[str, Any]], prefix: str) -> dict[str, float]:
+    """Mean and SD over patients of every metric, named ``<prefix>/<metric>[_sd]``, and the Dice
+    per volume bin; statistics that do not exist (an empty bin, the SD of one patient) are left
+    out rather than logged as NaN."""
+    from sah.metrics import aggregate
+
+    agg = aggregate(rows)
+    out: dict[str, float] = {}
+    for name, stats in agg["overall"].items():
+        out[f"{prefix}/{name}"] = float(stats["mean"])
+        out[f"{prefix}/{name}_sd"] = float(stats["sd"])
+    for bin_name, metrics in agg["by_volume_bin"].items():
+        if "dice" in metrics:
+            out[f"{prefix}/dice_bin_{bin_name}ml"] = float(metrics["dice"]["mean"])
+        out[f"{prefix}/n_bin_{bin_name}ml"] = float(agg["n_by_volume_bin"][bin_name])
+    return {k: v for k, v in out.items() if not math.isnan(v)}
