@@ -10,7 +10,12 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from sah.data.folds import FoldSplit, read_folds_file, split_with_selection
+from sah.data.folds import (
+    FoldSplit,
+    check_selection_fraction,
+    read_folds_file,
+    split_with_selection,
+)
 from sah.data.slices import (
     PatientSlices,
     PatientVolume,
@@ -115,7 +120,7 @@ class SliceDataModule(L.LightningDataModule):
         self.flip_prob = flip_prob
         self.num_workers = num_workers
         self.on_error = on_error
-        self.selection_fraction = float(selection_fraction)
+        self.selection_fraction = check_selection_fraction(selection_fraction)
         self.folds_file = folds_file
         self.skipped: list[str] = []
         self.split: FoldSplit | None = None

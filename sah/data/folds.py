@@ -112,12 +112,7 @@ def split_with_selection(
     ``pinned`` (patient id -> fold) fixes the outer folds instead of drawing them, e.g. a
     published split; the selection set is still drawn from the training patients.
     """
-    if not 0.0 < selection_fraction < 1.0:
-        raise ConfigError(
-            "data.selection_fraction",
-            f"must be in (0, 1), got {selection_fraction!r}",
-            "e.g. 0.15: that fraction of the training patients chooses the best epoch",
-        )
+    check_selection_fraction(selection_fraction)
     ids = [str(p) for p in patient_ids]
     labels = None if strata is None else [str(s) for s in strata]
     if pinned is not None:
@@ -129,6 +124,17 @@ def split_with_selection(
     selection = draw_selection(train, selection_fraction, seed, train_strata)
     chosen = set(selection)
     return FoldSplit([p for p in train if p not in chosen], selection, test)
+
+
+def check_selection_fraction(value: float) -> float:
+    """``data.selection_fraction`` as a float in (0, 1), or a ConfigError naming it."""
+    if not 0.0 < float(value) < 1.0:
+        raise ConfigError(
+            "data.selection_fraction",
+            f"must be in (0, 1), got {value!r}",
+            "e.g. 0.15: that fraction of the training patients chooses the best epoch",
+        )
+    return float(value)
 
 
 def draw_selection(

@@ -29,7 +29,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sah.data.datamodule import volume_bin
-from sah.data.folds import FoldSplit, read_folds_file, site_split, split_with_selection
+from sah.data.folds import (
+    FoldSplit,
+    check_selection_fraction,
+    read_folds_file,
+    site_split,
+    split_with_selection,
+)
 from sah.data.preprocess.pipelines import Preprocess, build_preprocess
 from sah.data.preprocess.sampling import PosNegPatchSampler
 from sah.errors import ConfigError, DataError, SahError
@@ -220,7 +226,7 @@ class PatchDataModule(L.LightningDataModule):
         self.pos_fraction = pos_fraction
         self.flip_prob = flip_prob
         self.flip_axes = tuple(flip_axes)
-        self.selection_fraction = float(selection_fraction)
+        self.selection_fraction = check_selection_fraction(selection_fraction)
         self.folds_file = folds_file
         self.external_sites = [str(s) for s in external_sites]
         self.num_workers = num_workers

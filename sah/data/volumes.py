@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sah.data.folds import read_folds_file
+from sah.data.folds import check_selection_fraction, read_folds_file
 from sah.data.outcome_split import OutcomeSplit, read_outcome_cohort, split_outcome_cohort
 from sah.data.volume_augment import VolumeAugmentation
 from sah.errors import ConfigError
@@ -96,7 +96,7 @@ class VolumeDataModule(L.LightningDataModule):
         self.outcomes = None if outcomes in (None, "") else Path(outcomes)
         self.fold, self.n_folds, self.split_seed = fold, n_folds, split_seed
         self.holdout_fraction, self.stratify = float(holdout_fraction), bool(stratify)
-        self.selection_fraction = float(selection_fraction)
+        self.selection_fraction = check_selection_fraction(selection_fraction)
         self.folds_file = folds_file
         self.pipeline = build_preprocess("mortality", **(preprocess or {}))
         self.augmentation = VolumeAugmentation.from_config(augment)

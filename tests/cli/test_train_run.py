@@ -29,7 +29,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_overrides):
 
 def test_demo_config_prints_dice_run_id_and_ui_command(trained) -> None:
     workdir, run_id, stdout = trained
-    assert re.search(r"val/dice.*: \d\.\d{3}", stdout)
+    assert re.search(r"test/dice \(outer fold 0 of 3, 2 patients.*\): \d\.\d{3}", stdout)
+    assert re.search(r"val/dice \(selection set, 2 .*\): \d\.\d{3}", stdout)
     assert f"mlflow ui --backend-store-uri sqlite:///{workdir}/mlflow.db" in stdout
     assert len(run_id) == 32
 
@@ -39,25 +40,33 @@ def test_mlflow_run_reads_back_with_params_metrics_and_artifacts(trained) -> Non
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
     run = client.get_run(run_id)
     params, metrics = run.data.params, run.data.metrics
-    assert params["fold"] == "0"
-    assert params["model._target_"] == "sah.models.unet.build_unet"
+    assert run.info.status == "FINISHED"
+    # The params people compare, not the whole flattened config (that is an artifact).
+    assert 20 <= len(params) <= 40
+    assert params["fold"] == "0" and params["model"] == "unet2d"
+    assert params["adapter.method"] == "full" and params["selection_fraction"] == "0.15"
+    assert (params["n_train"], params["n_val"], params["n_test"]) == ("2", "2", "2")
     assert int(params["trainable_params"]) > 0
-    assert 0.0 <= metrics["val/dice"] <= 1.0
-    for name in ("val/iou", "val/vsi", "val/sasd_mm", "val/hd95_mm", "val/sensitivity"):
-        assert name in metrics
+    for prefix in ("val", "test"):
+        assert 0.0 <= metrics[f"{prefix}/dice"] <= 1.0
+        for name in ("iou", "vsi", "sasd_mm", "hd95_mm", "sensitivity"):
+            assert f"{prefix}/{name}" in metrics
     assert run.data.tags["model"] == "unet2d"
+    assert len(run.data.tags["sah.config_id"]) == 12
     assert run.info.run_name == "unet2d-full-all-fold0"
-    assert client.get_experiment(run.info.experiment_id).name == "sah-segmentation"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "sah-segmentation"
+    # Without this tag MLflow 3's UI opens the experiment on its GenAI traces view.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     artifacts = {f.path for f in client.list_artifacts(run_id)}
-    assert {"per_patient_metrics.csv", "resolved_config.yaml", "validation_overlays.png"} <= (
-        artifacts
-    )
+    expected = {"per_patient_metrics.csv", "resolved_config.yaml", "test_overlays.png"}
+    assert expected | {"patients_by_set.csv"} <= artifacts
     assert [f.path for f in client.list_artifacts(run_id, "checkpoints")]
-    # The per-patient CSV covers exactly the validation fold's patients.
+    # The per-patient CSV says which set each patient belongs to: 6 patients, 3 folds.
     csv_path = client.download_artifacts(run_id, "per_patient_metrics.csv", str(workdir))
     lines = Path(csv_path).read_text().strip().splitlines()
-    assert lines[0].startswith("patient_id,dice")
-    assert len(lines) - 1 == 2  # 6 patients, 3 folds
+    assert lines[0].startswith("set,patient_id,dice")
+    assert sorted(line.split(",")[0] for line in lines[1:]) == ["test", "test", "val", "val"]
 
 
 def test_predict_writes_mask_on_the_input_grid_and_volume(trained, tiny_manifest: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sah.data.folds import assign_folds, site_split, split_fold
+from sah.data.folds import assign_folds, site_split, split_fold, split_with_selection
 from sah.errors import ConfigError
 
 IDS = [f"p{i:02d}" for i in range(30)]
@@ -57,3 +57,39 @@ def test_site_split_separates_external_sites() -> None:
     assert (internal, external) == (["a", "c"], ["b"])
     with pytest.raises(ConfigError, match="external_sites"):
         site_split({"a": "s1"}, ["s9"])
+
+
+def test_the_selection_set_comes_from_the_training_folds_only() -> None:
+    for fold in range(3):
+        split = split_with_selection(IDS, fold, 3, seed=0, selection_fraction=0.15, strata=BINS)
+        _, test = split_fold(IDS, fold, 3, seed=0, strata=BINS)
+        assert split.test == test  # the outer fold is the same with or without selection
+        parts = [set(split.train), set(split.selection), set(split.test)]
+        assert sum(map(len, parts)) == len(IDS) and set().union(*parts) == set(IDS)
+        assert len(split.selection) == 3  # 15 % of the 20 training patients
+
+
+def test_the_selection_set_is_stratified_and_repeatable() -> None:
+    ids = [f"p{i:02d}" for i in range(60)]
+    bins = [("0-25", "25-50", "50-100")[i % 3] for i in range(60)]
+    a = split_with_selection(ids, 1, 3, seed=4, selection_fraction=0.3, strata=bins)
+    back_ids, back_bins = ids[::-1], bins[::-1]
+    b = split_with_selection(back_ids, 1, 3, seed=4, selection_fraction=0.3, strata=back_bins)
+    assert a == b  # depends on ids, strata and seed only, not the manifest's order
+    stratum = dict(zip(ids, bins, strict=True))
+    assert {stratum[p] for p in a.selection} == set(bins)
+
+
+def test_pinned_folds_fix_the_test_set() -> None:
+    pinned = {p: i % 2 for i, p in enumerate(IDS)}
+    split = split_with_selection(IDS, 1, 2, seed=0, selection_fraction=0.2, pinned=pinned)
+    assert split.test == sorted(p for p, f in pinned.items() if f == 1)
+    with pytest.raises(ConfigError, match=r"data\.folds_file.*no fold for 1 patient"):
+        split_with_selection(IDS, 0, 2, 0, 0.2, pinned={p: 0 for p in IDS[1:]})
+
+
+@pytest.mark.parametrize(("fraction", "n"), [(0.0, 30), (1.0, 30), (0.15, 4)])
+def test_a_selection_set_that_cannot_be_drawn_names_the_key(fraction: float, n: int) -> None:
+    ids = [f"p{i}" for i in range(n)]
+    with pytest.raises(ConfigError, match=r"data\.selection_fraction"):
+        split_with_selection(ids, 0, 3, seed=0, selection_fraction=fraction)

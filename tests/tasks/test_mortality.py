@@ -198,18 +198,22 @@ IDS = [f"p{i:02d}" for i in range(20)]
 LABELS = [1] * 6 + [0] * 14
 
 
-def test_folds_and_test_set_are_stratified_and_the_test_set_fixed() -> None:
+def test_folds_selection_and_holdout_are_stratified_and_the_holdout_fixed() -> None:
+    ids, labels = [f"p{i:02d}" for i in range(40)], [1] * 12 + [0] * 28
     splits = [
-        split_outcome_cohort(IDS, LABELS, "death", fold, 3, seed=1, test_fraction=0.2)
+        split_outcome_cohort(ids, labels, "death", fold, 3, seed=1, holdout_fraction=0.2)
         for fold in range(3)
     ]
-    label = dict(zip(IDS, LABELS, strict=True))
-    assert all(s.test == splits[0].test for s in splits)
-    assert sorted(label[p] for p in splits[0].test) == [0, 0, 0, 1]  # 20 % of each class
-    vals = [set(s.val) for s in splits]
-    assert set().union(*vals) == set(IDS) - set(splits[0].test)
-    assert all(sum(label[p] for p in v) >= 1 for v in vals)
-    assert all(set(s.train).isdisjoint(set(s.val) | set(s.test)) for s in splits)
+    label = dict(zip(ids, labels, strict=True))
+    assert all(s.holdout == splits[0].holdout for s in splits)
+    assert sorted(label[p] for p in splits[0].holdout) == [0] * 6 + [1] * 2  # 20 % of each
+    tests = [set(s.test) for s in splits]
+    assert set().union(*tests) == set(ids) - set(splits[0].holdout)  # the outer folds
+    for s in splits:
+        parts = [set(s.train), set(s.val), set(s.test), set(s.holdout)]
+        assert sum(map(len, parts)) == len(ids) and len(set().union(*parts)) == len(ids)
+        # The selection set comes from the training folds and holds both outcomes.
+        assert {label[p] for p in s.val} == {0, 1} and {label[p] for p in s.test} == {0, 1}
 
 
 def test_too_few_events_for_the_folds_names_key_and_column() -> None:
@@ -228,8 +232,8 @@ def test_a_fold_with_one_outcome_class_names_the_fold() -> None:
     seed = next(
         s for s in range(200) if len({assign_folds(IDS, 2, s)[p] for p in ("p00", "p01")}) == 1
     )
-    fold = 1 - assign_folds(IDS, 2, seed)["p00"]
-    with pytest.raises(ConfigError, match=f"fold {fold}'s validation set have death=0"):
+    fold = 1 - assign_folds(IDS, 2, seed)["p00"]  # its test set is the other fold
+    with pytest.raises(ConfigError, match=f"fold {1 - fold}'s test set have death=0"):
         split_outcome_cohort(IDS, labels, "death", fold, 2, seed=seed, stratify=False)
 
 
@@ -386,7 +390,8 @@ def test_sah_train_task_mortality_logs_metrics_plots_and_predictions(
         "data=mortality_manifest",
         f"data.manifest={manifest}",
         "data.outcome=death",
-        "data.test_fraction=0.2",
+        "data.holdout_fraction=0.2",
+        "data.selection_fraction=0.4",
         "data.augment.elastic_prob=1.0",
         "task.threshold=youden",
         *tiny_overrides(tmp_path, cache),
@@ -401,17 +406,19 @@ def test_sah_train_task_mortality_logs_metrics_plots_and_predictions(
     experiment = client.get_experiment_by_name("sah-mortality")
     (run,) = client.search_runs([experiment.experiment_id])
     metrics = run.data.metrics
-    for split in ("val", "test"):
+    for split in ("val", "test", "holdout"):
         for name in ("auc", "accuracy", "f1", "balanced_accuracy", "sensitivity", "specificity"):
             assert 0.0 <= metrics[f"{split}/{name}"] <= 1.0
         assert f"{split}/brier" in metrics
-    assert (metrics["val/n"], metrics["test/n"]) == (4.0, 2.0)
+    # 10 patients: 2 held out of every fold, 4 in the test fold, 2 of the other 4 selecting.
+    assert (metrics["val/n"], metrics["test/n"], metrics["holdout/n"]) == (2.0, 4.0, 2.0)
     frozen = client.get_metric_history(run.info.run_id, "train/backbone_frozen")
     assert [m.value for m in sorted(frozen, key=lambda m: m.step)] == [1.0, 0.0]
-    assert run.data.params["data.outcome"] == "death"
+    assert run.data.params["outcome"] == "death"
+    assert run.info.status == "FINISHED"
     assert run.data.tags["task"] == "mortality"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"roc.png", "calibration.png", "per_patient_predictions.csv"} <= artifacts
     predictions = pd.read_csv(next(tmp_path.glob("outputs/*/*/per_patient_predictions.csv")))
-    assert sorted(predictions["split"].unique()) == ["test", "val"]
+    assert sorted(predictions["split"].unique()) == ["holdout", "test", "val"]
     assert predictions["prob"].between(0, 1).all()

@@ -78,7 +78,7 @@ def compose_outcome(root: Path, overrides: list[str]):
 
 
 def run(root: Path, overrides: list[str], model: str = "tab_gbm", data: str = "emr_synthetic"):
-    from sah.cli.run_task import run_task
+    from sah.tasks.driver import run as run_task
 
     size = ["data.n_patients=90"] if data == "emr_synthetic" else []
     cfg = compose_outcome(root, [f"model={model}", *size, *overrides])
@@ -219,9 +219,11 @@ def test_cv_reports_fold_aucs_and_difference_with_ci(cohort: pd.DataFrame) -> No
     assert len(result.predictions) == 2 * len(y)  # every patient held out once per repeat
     assert result.predictions.groupby("repeat")["patient_id"].nunique().eq(len(y)).all()
     s = result.summary
-    assert s["val/auc"] == pytest.approx(result.folds["auc"].mean())
-    assert s["val/auc_diff_ci_low"] < s["val/auc_diff"] < s["val/auc_diff_ci_high"]
-    assert 0 <= s["val/auc_diff_p"] <= 1
+    assert s["test/auc"] == pytest.approx(result.folds["auc"].mean())
+    assert s["test/auc_diff_ci_low"] < s["test/auc_diff"] < s["test/auc_diff_ci_high"]
+    assert 0 <= s["test/auc_diff_p"] <= 1
+    # The sweeper's value comes from inner CVs inside the training folds only.
+    assert s["val/auc"] == pytest.approx(result.folds["inner_auc"].mean())
     assert set(result.importance["feature"]) == set(spec.groups())
     assert (result.importance["n"] == 3 * 2).all()  # folds of the first repeat x permutations
 
@@ -276,17 +278,22 @@ def test_each_model_trains_and_logs_to_mlflow(model: str, store: Path) -> None:
     logged = runs[0]
     metrics = logged.data.metrics
     assert metrics["val/auc"] == pytest.approx(value) and 0 <= value <= 1
-    for key in ["val/standard_auc", "val/auc_diff", "val/auc_diff_ci_low", "val/auc_diff_ci_high"]:
+    for key in [
+        "test/standard_auc",
+        "test/auc_diff",
+        "test/auc_diff_ci_low",
+        "test/auc_diff_ci_high",
+    ]:
         assert key in metrics
-    assert logged.data.params["task.target"] == "dci"
-    assert logged.data.params["model.name"] == cfg.model.name
+    assert logged.data.params["target"] == "dci"
+    assert logged.data.params["estimator"] == cfg.model.name
     assert logged.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
     assert {"folds.csv", "oof_predictions.csv", "comparison.csv", "roc.png"} <= artifacts
     if model != "tab_logistic_grades":
         assert {"importance.csv", "importance.png"} <= artifacts
     else:
-        assert metrics["val/auc_diff"] == pytest.approx(0.0, abs=1e-9)
+        assert metrics["test/auc_diff"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_user_table_with_image_features_and_other_target(store: Path, cohort) -> None:
