@@ -42,12 +42,12 @@ def table(latest: dict[tuple[str, str], object]) -> str:
         latest.items(), key=lambda k: (order.get(k[0][0], 9), k[0][1])
     ):
         m = run.data.metrics
-        p = m.get("val/auc_diff_p")
+        p = m.get("test/auc_diff_p")
         lines.append(
-            f"| {target} | {model} | {m['val/auc']:.3f} ± {m['val/auc_sd']:.3f} | "
-            f"{m['val/standard_auc']:.3f} ± {m['val/standard_auc_sd']:.3f} | "
-            f"{m['val/auc_diff']:+.3f} ({m['val/auc_diff_ci_low']:+.3f} to "
-            f"{m['val/auc_diff_ci_high']:+.3f}) | {'' if p is None else f'{p:.2g}'} |"
+            f"| {target} | {model} | {m['test/auc']:.3f} ± {m['test/auc_sd']:.3f} | "
+            f"{m['test/standard_auc']:.3f} ± {m['test/standard_auc_sd']:.3f} | "
+            f"{m['test/auc_diff']:+.3f} ({m['test/auc_diff_ci_low']:+.3f} to "
+            f"{m['test/auc_diff_ci_high']:+.3f}) | {'' if p is None else f'{p:.2g}'} |"
         )
     return "\n".join(lines)
 
