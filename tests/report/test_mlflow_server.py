@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import requests
-from report_fixtures import EXPERIMENT, Study
+from report_fixtures import EXPERIMENT, N_RUNS, Study
 
 from sah.report import build_report
 from sah.report.collect import Source
@@ -69,7 +69,7 @@ def test_mlflow_server_serves_the_runs_and_the_report(study: Study, tmp_path: Pa
             },
             timeout=10,
         ).json()["runs"]
-        assert len(children) == 12
+        assert len(children) == N_RUNS
         tags = {t["key"]: t["value"] for t in children[0]["data"]["tags"]}
         assert {"method", "rank", "target", "fold"} <= set(tags)
 
