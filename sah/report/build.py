@@ -70,24 +70,25 @@ def _shown_configs(table: pd.DataFrame, columns: list[str], metric: str) -> pd.D
     return shown
 
 
-def _fold_notes(table: pd.DataFrame, configs: Configs) -> list[str]:
-    """Lines under the table: rows with missing or duplicated folds, and where n_folds came
-    from."""
+def _fold_notes(table: pd.DataFrame) -> list[str]:
+    """Lines under the table: rows with missing or duplicated folds, and where the expected
+    folds came from."""
     notes = []
     flagged = table[table["check"] != ""]
-    folds = ", ".join(configs.expected)
     if not flagged.empty:
         listed = "; ".join(f"{r.label}: {r.check}" for r in flagged.itertuples(index=False))
+        expected = " or ".join(f"{{{f}}}" for f in dict.fromkeys(table["expected_folds"]))
         notes.append(
-            f"**⚠ {len(flagged)} of {len(table)} rows lack a fold or ran one twice** "
-            f"(every row should have folds {folds} once per seed): {listed}. Their means are "
-            "over other patients than the complete rows' (or count a fold twice); run the "
-            "missing folds, or delete the duplicate run.\n"
+            f"**⚠ {len(flagged)} of {len(table)} rows lack a fold or ran one twice** (every "
+            f"row should have folds {expected} once per seed): {listed}. Their means are over "
+            "other patients than the complete rows' (or count a fold twice); run the missing "
+            "folds, or delete the duplicate run.\n"
         )
-    if not configs.n_folds_logged:
+    unlogged = table[~table["n_folds_logged"]]
+    if not unlogged.empty:
         notes.append(
-            f"The runs do not log `data.n_folds`: a complete row is taken to have every fold "
-            f"present in the study ({folds}).\n"
+            f"{len(unlogged)} rows have runs that do not log `data.n_folds`: they should have "
+            f"every fold present in the study ({unlogged['expected_folds'].iloc[0]}).\n"
         )
     untagged = table[table["config_from"] == "params"]
     if not untagged.empty:
@@ -154,7 +155,7 @@ def _markdown(
     parts += [
         f"\n## test {metric} by configuration\n",
         markdown.table(_shown_configs(table, columns, metric)),
-        *_fold_notes(table, configs),
+        *_fold_notes(table),
         f"\n## test {metric} by true hemorrhage volume\n",
         markdown.table(_wide_bins(bins, columns, metric)),
     ]

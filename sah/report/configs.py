@@ -123,13 +123,13 @@ def fold_check(runs: pd.DataFrame, expected: list[str]) -> str:
     return "; ".join(problems)
 
 
-def expected_folds(runs: pd.DataFrame) -> tuple[list[str], bool]:
-    """The folds every configuration should have: 0..n_folds-1 as the runs logged n_folds, or
-    (when none did) every fold present in the study; the flag says which."""
-    logged = runs["n_folds"].dropna()
+def expected_folds(group: pd.DataFrame, study: pd.DataFrame) -> list[str]:
+    """The folds a configuration should have: 0..n_folds-1 as its runs logged n_folds, or
+    (when they did not) every fold present in the study."""
+    logged = group["n_folds"].dropna()
     if not logged.empty:
-        return [str(f) for f in range(int(logged.max()))], True
-    return sorted({str(f) for f in runs["fold"]}, key=_fold_order), False
+        return [str(f) for f in range(int(logged.max()))]
+    return sorted({str(f) for f in study["fold"]}, key=_fold_order)
 
 
 def label(row: pd.Series | dict, columns: list[str]) -> str:
@@ -147,14 +147,12 @@ def label(row: pd.Series | dict, columns: list[str]) -> str:
 
 @dataclass
 class Configs:
-    """One row per configuration (``frame``), the columns that name a row (``columns``: method,
-    target, rank, model and init where they vary, then the params that differ), the folds each
-    should have (``expected``) and whether the runs logged n_folds (``n_folds_logged``)."""
+    """One row per configuration (``frame``; ``expected_folds`` lists the folds it should have)
+    and the columns that name a row (``columns``: method, target, rank, model and init where
+    they vary, then the params that differ)."""
 
     frame: pd.DataFrame
     columns: list[str]
-    expected: list[str]
-    n_folds_logged: bool
 
 
 def _descriptor_columns(firsts: pd.DataFrame) -> list[str]:
@@ -168,12 +166,12 @@ def _descriptor_columns(firsts: pd.DataFrame) -> list[str]:
 
 def config_frame(runs: pd.DataFrame) -> Configs:
     """The configurations of the runs, with their runs, folds and fold check."""
-    expected, logged = expected_folds(runs)
     firsts = runs.drop_duplicates("config")
     columns = _descriptor_columns(firsts) + distinguishing(list(firsts["params"]))
     rows = []
     for config, group in runs.groupby("config", sort=False):
         first = group.iloc[0]
+        expected = expected_folds(group, runs)
         row: dict[str, object] = {"config": config}
         for key in columns:
             row[key] = first[key] if key in DESCRIPTORS else first["params"].get(key, "")
@@ -183,6 +181,8 @@ def config_frame(runs: pd.DataFrame) -> Configs:
                 "n_runs": len(group),
                 "folds": ",".join(sorted({str(f) for f in group["fold"]}, key=_fold_order)),
                 "n_folds_expected": len(expected),
+                "expected_folds": ",".join(expected),
+                "n_folds_logged": bool(group["n_folds"].notna().any()),
                 "check": fold_check(group, expected),
                 "config_from": first["config_from"],
             }
@@ -192,4 +192,4 @@ def config_frame(runs: pd.DataFrame) -> Configs:
     frame = pd.DataFrame(rows)
     repeated = frame["label"].duplicated(keep=False)
     frame.loc[repeated, "label"] += " [" + frame.loc[repeated, "config"] + "]"
-    return Configs(frame, columns, expected, logged)
+    return Configs(frame, columns)

@@ -24,6 +24,8 @@ SUMMARY_COLUMNS = (
     "n_runs",
     "folds",
     "n_folds_expected",
+    "expected_folds",
+    "n_folds_logged",
     "config_from",
     "n_patients",
 )

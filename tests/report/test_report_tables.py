@@ -18,7 +18,13 @@ from sah.cli.report import main as sah_report
 from sah.errors import ConfigError
 from sah.report import build_report
 from sah.report.collect import Collected, Source, study_runs
-from sah.report.configs import config_frame, config_params, fallback_config_id
+from sah.report.configs import (
+    config_frame,
+    config_params,
+    expected_folds,
+    fallback_config_id,
+    fold_check,
+)
 from sah.report.plots import pareto_front
 from sah.report.select import direction, select
 from sah.report.stats import baseline_config, holm, parse_selector, wilcoxon_vs_baseline
@@ -238,6 +244,23 @@ def test_fallback_configuration_ignores_fold_seed_and_paths() -> None:
     assert first != fallback_config_id(config_params(run_params(0, 1, 1e-2)), tags)
     assert first != fallback_config_id(config_params(run_params(0, 1, 1e-3)), {**tags, "rank": "4"})
     assert set(config_params(run_params(0, 1, 1e-3))) == {"task.module.lr", "trainer.max_epochs"}
+
+
+def test_fold_check_per_seed_and_without_n_folds() -> None:
+    """Each seed needs every fold once; runs that do not log n_folds need the study's folds."""
+    runs = pd.DataFrame(
+        {
+            "seed": ["1", "1", "1", "2", "2", "2"],
+            "fold": ["0", "1", "2", "0", "1", "1"],
+            "n_folds": [math.nan] * 6,
+        }
+    )
+    expected = expected_folds(runs, runs)
+    assert expected == ["0", "1", "2"]
+    assert fold_check(runs, expected) == "seed 2: missing fold 2; fold 1 ×2"
+    assert fold_check(runs[runs["seed"] == "1"], ["0", "1", "2", "3", "4"]) == "missing folds 3, 4"
+    five = runs.assign(n_folds=5.0)
+    assert expected_folds(five, runs) == ["0", "1", "2", "3", "4"]
 
 
 def test_holm_and_pareto_helpers() -> None:
