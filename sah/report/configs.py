@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -59,7 +60,7 @@ def config_params(params: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in params.items() if not is_run_specific(k)}
 
 
-def fallback_config_id(params: dict[str, str], descriptors: dict[str, object]) -> str:
+def fallback_config_id(params: Mapping[str, str], descriptors: Mapping[str, object]) -> str:
     """A 12-hex digest of the configuration's params and descriptors, for untagged runs."""
     blob = json.dumps(
         {"params": params, "tags": {k: str(v) for k, v in descriptors.items()}}, sort_keys=True
@@ -82,7 +83,7 @@ def normalised(value: object) -> str | None:
 
 def distinguishing(params: list[dict[str, str]]) -> list[str]:
     """Params with at least two different values over the configurations (missing does not
-    count as a value), other than those shown as the table's own columns and class paths."""
+    count as a value), other than those the table shows as its own columns."""
     keys = sorted({k for p in params for k in p})
     shown = []
     for key in keys:

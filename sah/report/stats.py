@@ -82,7 +82,7 @@ def _matching(frame: pd.DataFrame, selector: dict[str, str]) -> pd.DataFrame:
 
 def _no_match(frame: pd.DataFrame, selector: dict[str, str]) -> ConfigError:
     """Names the first key no run matches and the values the runs have instead."""
-    pool, within = frame, {}
+    pool, within = frame, dict[str, str]()
     for key, value in selector.items():
         hits = _matching(pool, {key: value})
         if hits.empty:
