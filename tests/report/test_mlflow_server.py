@@ -26,18 +26,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_healthy(base: str, proc: subprocess.Popen) -> None:
+def log_tail(path: Path) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-20:])
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited with {proc.returncode}")
+            raise AssertionError(f"mlflow server exited with {proc.returncode}:\n{log_tail(log)}")
         try:
             if requests.get(f"{base}/health", timeout=2).status_code == 200:
                 return
         except requests.ConnectionError:
             pass
         time.sleep(0.5)
-    raise AssertionError(f"mlflow server not healthy after {START_TIMEOUT_S} s")
+    raise AssertionError(f"mlflow server not healthy after {START_TIMEOUT_S} s:\n{log_tail(log)}")
 
 
 def test_mlflow_server_serves_the_runs_and_the_report(study: Study, tmp_path: Path) -> None:
@@ -55,7 +59,7 @@ def test_mlflow_server_serves_the_runs_and_the_report(study: Study, tmp_path: Pa
         start_new_session=True,  # its workers go with it
     )
     try:
-        wait_healthy(base, proc)
+        wait_healthy(base, proc, tmp_path / "server.log")
         api = f"{base}/api/2.0/mlflow"
         experiment = requests.get(
             f"{api}/experiments/get-by-name", params={"experiment_name": EXPERIMENT}, timeout=10
