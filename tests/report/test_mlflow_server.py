@@ -38,7 +38,7 @@ def wait_healthy(base: str, proc: subprocess.Popen, log: Path) -> None:
         try:
             if requests.get(f"{base}/health", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to answer
             pass
         time.sleep(0.5)
     raise AssertionError(f"mlflow server not healthy after {START_TIMEOUT_S} s:\n{log_tail(log)}")
@@ -62,7 +62,7 @@ def test_mlflow_server_serves_the_runs_and_the_report(study: Study, tmp_path: Pa
         wait_healthy(base, proc, tmp_path / "server.log")
         api = f"{base}/api/2.0/mlflow"
         experiment = requests.get(
-            f"{api}/experiments/get-by-name", params={"experiment_name": EXPERIMENT}, timeout=10
+            f"{api}/experiments/get-by-name", params={"experiment_name": EXPERIMENT}, timeout=30
         ).json()["experiment"]
         children = requests.post(
             f"{api}/runs/search",
@@ -71,7 +71,7 @@ def test_mlflow_server_serves_the_runs_and_the_report(study: Study, tmp_path: Pa
                 "filter": f"tags.`mlflow.parentRunId` = '{study.parent_run_id}'",
                 "max_results": 100,
             },
-            timeout=10,
+            timeout=30,
         ).json()["runs"]
         assert len(children) == N_RUNS
         tags = {t["key"]: t["value"] for t in children[0]["data"]["tags"]}
@@ -80,7 +80,7 @@ def test_mlflow_server_serves_the_runs_and_the_report(study: Study, tmp_path: Pa
         listed = requests.get(
             f"{api}/artifacts/list",
             params={"run_id": files.mlflow_run_id, "path": "report"},
-            timeout=10,
+            timeout=30,
         ).json()["files"]
         names = {Path(f["path"]).name for f in listed}
         assert {"report.md", "study_table.csv", "dice_vs_trainable_params.png"} <= names
