@@ -151,6 +151,7 @@ def _markdown(
             "Configurations lacking a fold or with a fold run twice compete only when their "
             f"group has no complete one. The tables below report the picked ones.\n\n",
             markdown.table(_selection_table(selection)),
+            *(f"- {w}" for w in selection.warnings),
         ]
     parts += [
         f"\n## test {metric} by configuration\n",
@@ -253,9 +254,10 @@ def build_report(
             source, table, configs, bins, tests, selection, collected.warnings, metric, figures
         )
     )
-    files = ReportFiles(out_dir, report, tables, figures, warnings=collected.warnings)
+    files = ReportFiles(out_dir, report, tables, figures, warnings=list(collected.warnings))
     if selection is not None:
         files.selection = describe(selection)
+        files.warnings += selection.warnings
     if log_to_mlflow:
         files.mlflow_run_id = _log(client, source, files)
     return files

@@ -9,7 +9,7 @@ that lack a fold, or ran one twice, compete only when their group has no complet
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -23,12 +23,14 @@ DESCRIBED = ("model", "method", "target", "rank", "init")
 
 @dataclass
 class Selection:
-    """What was picked (``table``: one row per group) and how."""
+    """What was picked (``table``: one row per group), how, and which groups or configurations
+    could not compete for want of the metric (``warnings``)."""
 
     metric: str
     by: str
     mode: str
     table: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def configs(self) -> list[str]:
@@ -92,12 +94,23 @@ def select(
             "choose a tag that names a configuration, e.g. method, model or target",
         )
     info = configs.frame.set_index("config")
-    rows = []
+    rows, warnings = [], []
     for group_value, group in scored.groupby("_group", sort=False):
         means = group.groupby("config", sort=False)["_value"].agg(["mean", "count"])
+        unscored = [str(c) for c in means.index[means["count"] == 0]]
         means = means[means["count"] > 0]
-        if means.empty:
+        where = f"{by}={group_value}"
+        if means.empty and len(unscored) == 1:  # nothing to choose from
+            warnings.append(f"{where}: its only configuration logged no {metric}; reported as is")
+            means = pd.DataFrame({"mean": [math.nan], "count": [0]}, index=unscored)
+        elif means.empty:
+            warnings.append(
+                f"{where} left out: none of its {len(unscored)} configurations logged {metric}"
+            )
             continue
+        elif unscored:
+            listed = ", ".join(str(info.loc[c, "label"]) for c in unscored)
+            warnings.append(f"{where}: without {metric}, these did not compete: {listed}")
         complete = [c for c in means.index if not info.loc[c, "check"]]
         candidates = means.loc[complete] if complete else means
         ordered = (  # ties go to the smaller config id, so the pick does not depend on run order
@@ -119,7 +132,7 @@ def select(
                 "only incomplete": not complete,
             }
         )
-    return Selection(metric, by, goal, pd.DataFrame(rows))
+    return Selection(metric, by, goal, pd.DataFrame(rows), warnings)
 
 
 def describe(selection: Selection) -> list[str]:
@@ -127,10 +140,15 @@ def describe(selection: Selection) -> list[str]:
     lines = []
     for row in selection.table.to_dict("records"):
         note = " (no configuration of it has every fold once)" if row["only incomplete"] else ""
+        value = row[f"mean {selection.metric}"]
+        score = (
+            f"mean {selection.metric} {value:.4f} over {row['runs']} runs"
+            if not math.isnan(value)
+            else f"no {selection.metric} logged"
+        )
         lines.append(
             f"{selection.by}={row[selection.by]}: picked {row['label']} "
-            f"[config {row['config']}], mean {selection.metric} "
-            f"{row[f'mean {selection.metric}']:.4f} over {row['runs']} runs, "
+            f"[config {row['config']}], {score}, "
             f"best ({selection.mode}) of {row['candidates']} configurations{note}"
         )
     return lines

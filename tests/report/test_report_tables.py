@@ -161,6 +161,27 @@ def test_select_per_method_does_not_peek_at_test_patients(
     assert direction("val/dice") == "max" and direction("val/loss", "max") == "max"
 
 
+def test_select_says_which_configurations_had_no_val_metric(found: Collected) -> None:
+    """A group whose only configuration logged no val/dice (no fine-tuning need not validate)
+    is reported as it is; a configuration without it does not compete; both are said."""
+    unscored = {BY_NAME["none"].config_id, BY_NAME["lora_r8_lr"].config_id}
+    runs = found.runs.assign(
+        metrics=[
+            {} if config in unscored else metrics
+            for config, metrics in zip(found.runs["config"], found.runs["metrics"], strict=True)
+        ]
+    )
+    selection = select(runs, config_frame(runs), "val/dice")
+    picked = selection.table.set_index("method")
+    assert picked.loc["none", "config"] == BY_NAME["none"].config_id
+    assert math.isnan(picked.loc["none", "mean val/dice"])
+    assert picked.loc["lora_c", "config"] == BY_NAME["lora_r8"].config_id  # next best val
+    assert sorted(selection.warnings) == [
+        "method=lora_c: without val/dice, these did not compete: lora_c all 8 lr=0.01",
+        "method=none: its only configuration logged no val/dice; reported as is",
+    ]
+
+
 def test_select_refuses_test_metrics_and_unknown_tags(
     read_only_study: Study, found: Collected
 ) -> None:
