@@ -149,6 +149,11 @@ def describe(selection: Selection) -> list[str]:
         lines.append(
             f"{selection.by}={row[selection.by]}: picked {row['label']} "
             f"[config {row['config']}], {score}, "
-            f"best ({selection.mode}) of {row['candidates']} configurations{note}"
+            + (
+                f"best ({selection.mode}) of {row['candidates']} configurations"
+                if row["candidates"] > 1
+                else "the only configuration"
+            )
+            + note
         )
     return lines
