@@ -1,8 +1,10 @@
 """The study's tables and plots, built from the runs in MLflow (``sah-report``).
 
-``collect`` reads the runs and their per-patient metrics, ``tables`` summarises them per
-method x target x rank (overall and per hemorrhage-volume bin), ``stats`` compares each
-configuration with a baseline (paired Wilcoxon over patients), ``plots`` draws the figures and
+``collect`` reads the runs and their per-patient test rows, ``configs`` groups runs into
+configurations (every hyperparameter but fold, seed and paths) and checks their folds,
+``select`` picks each group's configuration by a selection-set metric, ``tables`` summarises
+the test metrics per configuration (overall and per hemorrhage-volume bin), ``stats`` compares
+each with a baseline (paired Wilcoxon over test patients), ``plots`` draws the figures and
 ``build`` writes everything (Markdown, CSV, PNG) and logs it back to MLflow.
 """
 

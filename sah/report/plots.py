@@ -1,5 +1,5 @@
-"""The study's figures: Dice against trainable parameters with the Pareto front, Dice by
-hemorrhage-volume bin, and predicted against true blood volume."""
+"""The study's figures, on test patients only: Dice against trainable parameters with the
+Pareto front, Dice by hemorrhage-volume bin, and predicted against true blood volume."""
 
 from __future__ import annotations
 
@@ -12,12 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sah.report.collect import group_key
-
-
-def label(row: pd.Series, key: list[str]) -> str:
-    parts = [str(row[k]) for k in key if str(row[k]) not in ("-", "")]
-    return " ".join(parts)
+MAX_SCATTERED = 10
 
 
 def pareto_front(params: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -55,7 +50,7 @@ def dice_vs_params(configs: pd.DataFrame, path: Path, metric: str = "dice") -> P
     if np.all(params[usable] > 0):
         ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
-    ax.set_ylabel(f"{metric} (mean ± SD over patients)")
+    ax.set_ylabel(f"test {metric} (mean ± SD over patients)")
     ax.legend(fontsize=8, ncols=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -65,8 +60,7 @@ def dice_vs_params(configs: pd.DataFrame, path: Path, metric: str = "dice") -> P
 
 
 def dice_by_volume_bin(bins: pd.DataFrame, path: Path, metric: str = "dice") -> Path:
-    key = [k for k in group_key(bins) if k in bins.columns]
-    names = bins.apply(lambda row: label(row, key), axis=1)
+    names = bins["label"]
     configs = list(dict.fromkeys(names))
     labels = list(dict.fromkeys(bins["volume_bin"]))
     width = 0.8 / max(1, len(configs))
@@ -85,7 +79,7 @@ def dice_by_volume_bin(bins: pd.DataFrame, path: Path, metric: str = "dice") -> 
         )
     counts = bins.groupby("volume_bin", sort=False)["n_patients"].max().reindex(labels)
     ax.set_xticks(x, [f"{b} mL\n(n={int(n) if n == n else 0})" for b, n in counts.items()])
-    ax.set_ylabel(f"{metric} (mean ± SD over patients)")
+    ax.set_ylabel(f"test {metric} (mean ± SD over patients)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, ncols=2)
     fig.tight_layout()
@@ -94,28 +88,27 @@ def dice_by_volume_bin(bins: pd.DataFrame, path: Path, metric: str = "dice") -> 
     return path
 
 
-def volume_agreement(table: pd.DataFrame, configs: pd.DataFrame, path: Path, metric: str) -> Path:
-    """Predicted against true volume per patient, for the best configuration of each method."""
-    key = group_key(table)
-    best = configs.sort_values(f"{metric}_mean", ascending=False).drop_duplicates("method")
+def volume_agreement(patients: pd.DataFrame, configs: pd.DataFrame, path: Path) -> Path:
+    """Predicted against true test-set volume per patient, for each row of the table (the
+    first ten when there are more: ``--select`` reports one per method)."""
+    shown = configs.head(MAX_SCATTERED)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     top = 1.0
-    for i, (_, row) in enumerate(best.iterrows()):
-        mask = np.ones(len(table), dtype=bool)
-        for k in key:
-            mask &= (table[k].astype(str) == str(row[k])).to_numpy()
-        rows = table[mask]
+    for i, row in enumerate(shown.itertuples(index=False)):
+        rows = patients[patients["config"] == row.config]
         ax.scatter(
             rows["volume_true_ml"],
             rows["volume_pred_ml"],
             s=14,
             alpha=0.7,
             color=f"C{i % 10}",
-            label=label(row, key),
+            label=row.label,
         )
         top = max(top, float(rows[["volume_true_ml", "volume_pred_ml"]].to_numpy().max()))
     ax.plot([0, top], [0, top], "k--", lw=1, label="identity")
-    ax.set_xlabel("true blood volume (mL)")
+    if len(configs) > MAX_SCATTERED:
+        ax.set_title(f"first {MAX_SCATTERED} of {len(configs)} rows", fontsize=9)
+    ax.set_xlabel("true blood volume (mL), test patients")
     ax.set_ylabel("predicted blood volume (mL)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import requests
-from report_fixtures import EXPERIMENT, Study
+from report_fixtures import EXPERIMENT, N_RUNS, Study
 
 from sah.report import build_report
 from sah.report.collect import Source
@@ -26,18 +26,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_healthy(base: str, proc: subprocess.Popen) -> None:
+def log_tail(path: Path) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-20:])
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited with {proc.returncode}")
+            raise AssertionError(f"mlflow server exited with {proc.returncode}:\n{log_tail(log)}")
         try:
             if requests.get(f"{base}/health", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to answer
             pass
         time.sleep(0.5)
-    raise AssertionError(f"mlflow server not healthy after {START_TIMEOUT_S} s")
+    raise AssertionError(f"mlflow server not healthy after {START_TIMEOUT_S} s:\n{log_tail(log)}")
 
 
 def test_mlflow_server_serves_the_runs_and_the_report(study: Study, tmp_path: Path) -> None:
@@ -55,10 +59,10 @@ def test_mlflow_server_serves_the_runs_and_the_report(study: Study, tmp_path: Pa
         start_new_session=True,  # its workers go with it
     )
     try:
-        wait_healthy(base, proc)
+        wait_healthy(base, proc, tmp_path / "server.log")
         api = f"{base}/api/2.0/mlflow"
         experiment = requests.get(
-            f"{api}/experiments/get-by-name", params={"experiment_name": EXPERIMENT}, timeout=10
+            f"{api}/experiments/get-by-name", params={"experiment_name": EXPERIMENT}, timeout=30
         ).json()["experiment"]
         children = requests.post(
             f"{api}/runs/search",
@@ -67,16 +71,16 @@ def test_mlflow_server_serves_the_runs_and_the_report(study: Study, tmp_path: Pa
                 "filter": f"tags.`mlflow.parentRunId` = '{study.parent_run_id}'",
                 "max_results": 100,
             },
-            timeout=10,
+            timeout=30,
         ).json()["runs"]
-        assert len(children) == 12
+        assert len(children) == N_RUNS
         tags = {t["key"]: t["value"] for t in children[0]["data"]["tags"]}
         assert {"method", "rank", "target", "fold"} <= set(tags)
 
         listed = requests.get(
             f"{api}/artifacts/list",
             params={"run_id": files.mlflow_run_id, "path": "report"},
-            timeout=10,
+            timeout=30,
         ).json()["files"]
         names = {Path(f["path"]).name for f in listed}
         assert {"report.md", "study_table.csv", "dice_vs_trainable_params.png"} <= names
