@@ -63,5 +63,10 @@ def main(cfg: DictConfig) -> float | list[float]:
     return value
 
 
+def broken_search_space(cfg: DictConfig, trial: object) -> None:
+    """A custom search space with a bug: it crashes the sweep itself (not one trial)."""
+    raise RuntimeError("bug in the custom search space")
+
+
 if __name__ == "__main__":
     main()
