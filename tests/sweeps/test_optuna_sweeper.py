@@ -50,6 +50,7 @@ def test_three_trials_three_child_runs_under_one_parent(run_app, workdir: Path) 
     assert parent.data.tags["optuna.best_trial"] == str(best.number)
     assert parent.data.tags["optuna.best_run_id"] == best.user_attrs["mlflow_run_id"]
     assert parent.data.params["sweep.n_trials"] == "3"
+    assert parent.data.metrics["best/val/score"] == pytest.approx(best.value)
     results = yaml.safe_load((workdir / "multirun" / "optimization_results.yaml").read_text())
     assert results["best_trial"] == best.number
     # Progress is shown with the metric's name; the study carries it (optuna-dashboard).
