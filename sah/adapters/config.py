@@ -16,6 +16,10 @@ class AdapterError(ValueError):
     """
 
 
+class AdapterWarning(UserWarning):
+    """Something about an adapter request worth knowing that does not stop it."""
+
+
 LORA_METHODS = ("lora_c", "conv_lora", "cp_lora")
 DORA_METHODS = ("dora_c", "conv_dora", "cp_dora")
 BASELINE_METHODS = ("full", "none")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .config import AdapterConfig, AdapterError
+from .config import AdapterConfig, AdapterError, AdapterWarning
 from .geometry import SUPPORTED_TYPES
 from .layers import COMPUTE_PATHS, AdapterLayer
 from .normfold import can_fold
@@ -102,6 +102,28 @@ def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
 
 
+_WARNED: set[str] = set()
+
+
+def _frozen_message(method: str, left_out: list[tuple[str, nn.Module]]) -> str:
+    """One short line: how many targeted modules stay frozen, their classes, one example."""
+    classes = sorted({type(m).__name__ for _, m in left_out})
+    verb = "is not an adaptable layer" if len(classes) == 1 else "are not adaptable layers"
+    return (
+        f"{method} leaves {len(left_out)} targeted module(s) frozen: {', '.join(classes)} "
+        f"{verb} (e.g. {left_out[0][0]})"
+    )
+
+
+def _warn_once(message: str) -> None:
+    """Warn once per process: every trial of a sweep builds the same model, and Lightning's
+    warning filters reset Python's own once-per-location registry."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    warnings.warn(message, AdapterWarning, stacklevel=3)
+
+
 def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
     """Adapt the targeted layers of ``model`` in place and freeze everything else.
 
@@ -153,11 +175,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
             and not any(n.startswith(a + ".") for a in adapted)
         ]
         if left_out:
-            warnings.warn(
-                f"{config.method}: these targeted modules have parameters but are not "
-                f"adaptable layers, so they stay frozen: {', '.join(left_out)}",
-                stacklevel=2,
-            )
+            _warn_once(_frozen_message(config.method, [(n, modules[n]) for n in left_out]))
 
     for p in model.parameters():
         p.requires_grad_(False)

@@ -18,12 +18,14 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
+from sah.cli.quiet import quiet
 from sah.errors import SahError
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -200,7 +202,11 @@ def write_summary(results: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from sah.adapters import AdapterError
+    quiet()
+    from sah.adapters import AdapterError, AdapterWarning
+
+    # Which layers an adapter left frozen is a training matter; the model is trained.
+    warnings.filterwarnings("ignore", category=AdapterWarning)
 
     try:
         run(args)

@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from sah.cli.quiet import quiet
 from sah.errors import SahError
 
 
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    quiet()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from sah.report import build_report
     from sah.report.collect import Source

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sah.cli.quiet import quiet
 from sah.errors import SahError
 
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet()
     try:
         from sah.data.synthetic import SynthConfig, ensure_cohort, write_preview
 

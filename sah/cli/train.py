@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sah.cli.quiet import quiet
 from sah.cli.schema import register_schema
 from sah.errors import SahError
 
@@ -86,6 +87,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
 def main() -> None:
     # Let Hydra raise instead of printing its multi-line report, so user errors become one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    quiet()
     register_schema()
     try:
         train()

@@ -1,0 +1,75 @@
+"""What the entry points (sah-train, sah-predict, sah-synth, sah-report) keep out of a user's
+terminal and log: third-party warnings and info lines a sah user cannot act on.
+
+Called first thing in each ``main()``, never on import, so tests and library users see every
+warning. Kept out, and why:
+
+- Python warnings raised inside lightning, torch, mlflow, monai and their helpers: deprecations
+  between those libraries, and Lightning's hints about its own settings (``log_every_n_steps``
+  larger than a tiny epoch: sah logs its training metrics per epoch anyway).
+- Lightning's info lines: "GPU available: False", TPU/HPU lines, the litlogger tip, "Seed set
+  to 0", "`Trainer.fit` stopped: `max_epochs` reached" (the trainer config says all of these).
+- MLflow's "Creating initial MLflow database tables" / alembic migration lines.
+
+Warnings that remain are printed on one line each; sah's own say ``warning: <message>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+THIRD_PARTY = (
+    "lightning",
+    "lightning_fabric",
+    "lightning_utilities",
+    "pytorch_lightning",
+    "torch",
+    "torchvision",
+    "mlflow",
+    "monai",
+    "alembic",
+    "sqlalchemy",
+    "pydantic",
+    "google",
+    "pkg_resources",
+    "setuptools",
+)
+
+# Loggers whose INFO lines say nothing a sah user can act on. Lightning sets the level of
+# "lightning.pytorch" when it is imported; these children keep theirs.
+INFO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+    "lightning_utilities.core.rank_zero",
+    "pytorch_lightning.utilities.rank_zero",
+    "mlflow.store.db.utils",  # mlflow sets the level of "mlflow" itself when imported
+    "alembic",
+)
+
+SAH_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A warning on one line: sah's own as ``warning: ...``, others with where they come from."""
+    text = " ".join(str(message).split())
+    if filename.startswith(SAH_ROOT):
+        return f"warning: {text}\n"
+    return f"{category.__name__}: {text} ({filename}:{lineno})\n"
+
+
+def quiet() -> None:
+    """Filter third-party noise for the rest of this process (idempotent)."""
+    pattern = r"(" + "|".join(THIRD_PARTY) + r")(\.|$)"
+    warnings.filterwarnings("ignore", module=pattern)
+    warnings.formatwarning = one_line_warning
+    for name in INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
