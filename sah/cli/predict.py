@@ -81,14 +81,27 @@ def collect_cases(inputs: list[str], labels: list[str]) -> list[Case]:
     return cases
 
 
-def resolve_models(models: list[str], tracking_uri: str) -> list[Path]:
+def is_mlflow_run(model: str) -> bool:
+    return model.startswith("mlflow:") or bool(RUN_ID.match(model) and not Path(model).exists())
+
+
+def model_names(models: list[str]) -> list[str]:
+    """The models as the user gave them, for result.json: ``mlflow:<run id>`` or the path."""
+    return [f"mlflow:{m.removeprefix('mlflow:')}" if is_mlflow_run(m) else m for m in models]
+
+
+def resolve_models(models: list[str], tracking_uri: str, download_dir: Path) -> list[Path]:
+    """Checkpoint files for ``models``; logged runs' checkpoints are downloaded into
+    ``download_dir`` (a temporary folder the caller removes)."""
     from sah.tracking.checkpoints import download_best_checkpoint
 
     paths = []
-    for model in models:
-        run = model.removeprefix("mlflow:")
-        if model.startswith("mlflow:") or (RUN_ID.match(model) and not Path(model).exists()):
-            paths.append(download_best_checkpoint(tracking_uri, run))
+    for i, model in enumerate(models):
+        if is_mlflow_run(model):
+            dest = download_dir / str(i)
+            dest.mkdir(parents=True, exist_ok=True)
+            run = model.removeprefix("mlflow:")
+            paths.append(download_best_checkpoint(tracking_uri, run, dest))
         else:
             paths.append(Path(model))
     return paths
@@ -161,7 +174,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise SahError(
             f"results exist for {existing[:5]} in {out_root}; choose another --out or --overwrite"
         )
-    segmenter = load_segmenter(resolve_models(args.model, args.tracking_uri))
+    with tempfile.TemporaryDirectory(prefix="sah-predict-") as download_dir:
+        segmenter = load_segmenter(
+            resolve_models(args.model, args.tracking_uri, Path(download_dir))
+        )
+    segmenter.sources = model_names(args.model)
     out_root.mkdir(parents=True, exist_ok=True)
     results = []
     for case in cases:
