@@ -39,11 +39,12 @@ class AdapterConfig:
     ``dropout`` drops the input of the update branch while training only.
     ``fold_norm``: an adapted conv applies the frozen BatchNorm that comes right after it
     in an ``nn.Sequential`` itself while unmerged (same outputs, a cheaper step; ``normfold``).
-    For ``method`` ``"full"`` and ``"none"`` the rank is ignored.
+    For ``method`` ``"full"`` and ``"none"`` the rank is ignored: ``None``, or a positive
+    integer like every other method's (a sweep over methods sets one for all of them).
     """
 
     method: str
-    rank: int
+    rank: int | None
     alpha: float | None = None
     rslora: bool = False
     targets: str | Sequence[str] = "all"
@@ -58,11 +59,15 @@ class AdapterConfig:
                 f"adapter.method: unknown method {self.method!r}; "
                 f"choose one of {', '.join(METHODS)}"
             )
-        if self.method not in BASELINE_METHODS:
+        # A baseline has no rank (``None``) or ignores the one a sweep sets; a rank given is
+        # still checked, so that a typo is not tagged onto a run.
+        if not (self.method in BASELINE_METHODS and self.rank is None):
             if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
                 raise AdapterError(
-                    f"adapter.rank: must be a positive integer for {self.method}, got {self.rank!r}"
+                    f"adapter.rank: must be a positive integer, got {self.rank!r}"
+                    + (f" ({self.method} ignores it)" if self.method in BASELINE_METHODS else "")
                 )
+        if self.method not in BASELINE_METHODS:
             if self.alpha is not None and not (
                 isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)
             ):
@@ -96,14 +101,15 @@ class AdapterConfig:
 
     @property
     def effective_alpha(self) -> float:
-        return float(self.rank if self.alpha is None else self.alpha)
+        return float((self.rank or 0) if self.alpha is None else self.alpha)
 
     @property
     def scale(self) -> float:
         """``s = alpha / r`` (``alpha / sqrt(r)`` with rsLoRA)."""
         if self.is_baseline:
             return 0.0
-        root = math.sqrt(self.rank) if self.rslora else self.rank
+        rank = self.rank or 1  # set: only baselines may have none
+        root = math.sqrt(rank) if self.rslora else rank
         return self.effective_alpha / root
 
     def to_dict(self) -> dict[str, Any]:
