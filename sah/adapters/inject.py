@@ -90,7 +90,7 @@ def resolve_scope(model: nn.Module, target: str) -> list[str]:
 
 def _group_names(model: nn.Module, groups: dict[str, list[str]], typed: str) -> str:
     """'a module group of UNet (all, encoder, decoder; did you mean 'decoder'?)'."""
-    known = ["all", *groups]
+    known = list(dict.fromkeys(["all", *groups]))
     close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"a module group of {type(model).__name__} ({', '.join(known)}{hint})"

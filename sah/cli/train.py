@@ -54,7 +54,8 @@ def one_line(err: BaseException) -> str:
         hint = did_you_mean(option, options)
         return f"config group '{group}' has no option '{option}'{hint}; available: {available}"
     if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
-        if "not in struct" in text and getattr(err, "parent_node", None) is not None:
+        unknown = re.search(r"Key '[^']+' (is )?not in", text)
+        if unknown and getattr(err, "parent_node", None) is not None:
             return unknown_key(str(err.full_key), [str(k) for k in err.parent_node.keys()])
         message = str(getattr(err, "msg", "") or text).splitlines()[0]
         return f"config key '{err.full_key}': {message}"
@@ -63,9 +64,9 @@ def one_line(err: BaseException) -> str:
 
 
 def did_you_mean(typed: str, known: list[str]) -> str:
-    """``; did you mean 'x'?`` for the known name nearest to what the user typed, else ''."""
+    """`` (did you mean 'x'?)`` for the known name nearest to what the user typed, else ''."""
     close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def unknown_key(full_key: str, siblings: list[str]) -> str:
