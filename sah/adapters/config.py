@@ -61,17 +61,20 @@ class AdapterConfig:
             )
         # A baseline has no rank (``None``) or ignores the one a sweep sets; a rank given is
         # still checked, so that a typo is not tagged onto a run.
-        if not (self.method in BASELINE_METHODS and self.rank is None):
-            if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
-                raise AdapterError(
-                    f"adapter.rank: must be a positive integer, got {self.rank!r}"
-                    + (f" ({self.method} ignores it)" if self.method in BASELINE_METHODS else "")
-                )
-        if self.method not in BASELINE_METHODS:
-            if self.alpha is not None and not (
-                isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)
-            ):
-                raise AdapterError(f"adapter.alpha: must be a finite number, got {self.alpha!r}")
+        no_rank = self.method in BASELINE_METHODS and self.rank is None
+        if not no_rank and (
+            isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0
+        ):
+            raise AdapterError(
+                f"adapter.rank: must be a positive integer, got {self.rank!r}"
+                + (f" ({self.method} ignores it)" if self.method in BASELINE_METHODS else "")
+            )
+        if (
+            self.method not in BASELINE_METHODS
+            and self.alpha is not None
+            and not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha))
+        ):
+            raise AdapterError(f"adapter.alpha: must be a finite number, got {self.alpha!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise AdapterError(f"adapter.dropout: must be in [0, 1), got {self.dropout!r}")
         targets = [self.targets] if isinstance(self.targets, str) else list(self.targets)

@@ -8,8 +8,8 @@ running statistics (as in eval mode) so that "frozen" means nothing about them c
 
 from __future__ import annotations
 
-import itertools
 import difflib
+import itertools
 import re
 import warnings
 from dataclasses import dataclass, field

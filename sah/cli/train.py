@@ -56,7 +56,7 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
         unknown = re.search(r"Key '[^']+' (is )?not in", text)
         if unknown and getattr(err, "parent_node", None) is not None:
-            return unknown_key(str(err.full_key), [str(k) for k in err.parent_node.keys()])
+            return unknown_key(str(err.full_key), [str(k) for k in err.parent_node])
         message = str(getattr(err, "msg", "") or text).splitlines()[0]
         return f"config key '{err.full_key}': {message}"
     text = re.sub(r",? ?set env var HYDRA_FULL_ERROR=1 to see chained exception\.?", "", text)
