@@ -87,3 +87,19 @@ def test_progress_lines_without_a_terminal() -> None:
     # The first and the last item; the ones between fall within the rate limit.
     assert [line.split(": ", 1)[1].split(" (")[0] for line in lines] == ["case 1/4", "case 4/4"]
     assert all(re.match(STAMP + " preprocessing ct: ", line) for line in lines)
+
+
+def test_sah_train_help_describes_the_command_its_examples_and_groups(tmp_path: Path) -> None:
+    text = run_to_file(["sah-train", "--help"], tmp_path, tmp_path / "help.txt")
+    assert text.startswith("sah-train: train and evaluate")
+    assert "Examples:" in text and "sah-train -m " in text
+    groups = dict(
+        line.split(": ", 1) for line in text.splitlines() if re.match(r"^[a-z_]+: \w", line)
+    )
+    options = sorted(
+        p.stem for p in (Path(__file__).parents[2] / "conf" / "adapter").glob("*.yaml")
+    )
+    assert groups["adapter"].split(", ") == options
+    assert "unet2d" in groups["model"].split(", ")
+    # No config dump (that is `sah-train --cfg job`).
+    assert "_target_" not in text and len(text.splitlines()) < 60
