@@ -118,6 +118,20 @@ def mask_in_input_orientation(mask_ras: np.ndarray, source: Path):
     return nib.Nifti1Image(data, original.affine)
 
 
+def mask_on_tilted_series(mask_ras: np.ndarray, meta: dict[str, Any]):
+    """The mask of a gantry-tilted DICOM series on its acquired slices: voxel (i, j, k) is pixel
+    (i, j) of slice k, and the sform carries the shear (a qform cannot, so it is unset)."""
+    import nibabel as nib
+
+    from sah.data.dicom import mask_on_acquired_grid
+
+    data, affine = mask_on_acquired_grid(mask_ras, meta)
+    image = nib.Nifti1Image(data, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(None, code=0)
+    return image
+
+
 def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, Any]:
     """Segment one case into ``out_dir`` and return its summary row."""
     import nibabel as nib
@@ -139,6 +153,8 @@ def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, A
         "flip_tta": tta,
         "warnings": head_ct_warnings(ct.array),
     }
+    if "gantry_tilt_deg" in ct.meta:
+        result["gantry_tilt_deg"] = ct.meta["gantry_tilt_deg"]
     truth = None
     if case.label is not None:
         truth = load_label(case.label, like=ct).astype(bool)
@@ -146,6 +162,8 @@ def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, A
         result["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
     if ct.source.is_file():
         nib.save(mask_in_input_orientation(mask, ct.source), out_dir / "mask.nii.gz")
+    elif "gantry_tilt_deg" in ct.meta:  # on the acquired (sheared) slices, voxel for pixel
+        nib.save(mask_on_tilted_series(mask, ct.meta), out_dir / "mask.nii.gz")
     else:  # a DICOM series: the mask in RAS with the series' affine
         nib.save(nib.Nifti1Image(mask.astype(np.uint8), ct.affine), out_dir / "mask.nii.gz")
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -158,6 +176,8 @@ def summary_line(result: dict[str, Any]) -> str:
     metrics = result.get("metrics")
     if isinstance(metrics, dict):
         line += f" (reference {metrics['volume_true_ml']:.1f} mL, Dice {metrics['dice']:.3f})"
+    if "gantry_tilt_deg" in result:
+        line += f" (gantry tilt {result['gantry_tilt_deg']:.1f}°, resampled)"
     if result["warnings"]:
         line += f"  WARNING: {result['warnings'][0]}"
     return line
