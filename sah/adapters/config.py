@@ -90,6 +90,13 @@ class AdapterConfig:
         return [self.targets] if isinstance(self.targets, str) else list(self.targets)
 
     @property
+    def layer_rank(self) -> int:
+        """The rank of an adapted layer's update (only baselines may have no rank)."""
+        if self.rank is None:
+            raise AdapterError(f"adapter.rank: {self.method} needs a positive integer rank")
+        return self.rank
+
+    @property
     def is_dora(self) -> bool:
         return self.method in DORA_METHODS
 

@@ -88,7 +88,7 @@ def log_cohort(
 def from_pandas(table: Any, *, source: str, name: str, digest: str) -> Any:
     """mlflow.data.from_pandas without its warning that a local path "can be interpreted in
     multiple ways" (it registers the local-file source twice; either reads the same file)."""
-    from mlflow.data import from_pandas as mlflow_from_pandas
+    from mlflow.data.pandas_dataset import from_pandas as mlflow_from_pandas
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
