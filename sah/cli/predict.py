@@ -239,17 +239,16 @@ def write_summary(results: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    quiet()
-    from sah.adapters import AdapterError, AdapterWarning
+    with quiet():
+        from sah.adapters import AdapterError, AdapterWarning
 
-    # Which layers an adapter left frozen is a training matter; the model is trained.
-    warnings.filterwarnings("ignore", category=AdapterWarning)
-
-    try:
-        run(args)
-    except (SahError, AdapterError) as err:
-        print(f"sah-predict: {err}", file=sys.stderr)
-        sys.exit(2)
+        # Which layers an adapter left frozen is a training matter; the model is trained.
+        warnings.filterwarnings("ignore", category=AdapterWarning)
+        try:
+            run(args)
+        except (SahError, AdapterError) as err:
+            print(f"sah-predict: {err}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

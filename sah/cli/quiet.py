@@ -1,8 +1,8 @@
 """What the entry points (sah-train, sah-predict, sah-synth, sah-report) keep out of a user's
 terminal and log: third-party warnings and info lines a sah user cannot act on.
 
-Called first thing in each ``main()``, never on import, so tests and library users see every
-warning. Kept out, and why:
+Each ``main()`` runs inside ``with quiet():``, never on import, so tests and library users see
+every warning. Kept out, and why:
 
 - Python warnings raised inside lightning, torch, mlflow, monai and their helpers: deprecations
   between those libraries, and Lightning's hints about its own settings (``log_every_n_steps``
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 THIRD_PARTY = (
@@ -66,10 +68,22 @@ def one_line_warning(
     return f"{category.__name__}: {text} ({filename}:{lineno})\n"
 
 
-def quiet() -> None:
-    """Filter third-party noise for the rest of this process (idempotent)."""
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Keep third-party noise out while the command runs; everything is restored on exit, so a
+    test calling a ``main()`` in-process leaves the warning filters as it found them."""
     pattern = r"(" + "|".join(THIRD_PARTY) + r")(\.|$)"
-    warnings.filterwarnings("ignore", module=pattern)
-    warnings.formatwarning = one_line_warning
-    for name in INFO_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in INFO_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=pattern)
+        formatwarning = warnings.formatwarning
+        warnings.formatwarning = one_line_warning
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            warnings.formatwarning = formatwarning
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)

@@ -41,8 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    with quiet():
+        report(argv)
+
+
+def report(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    quiet()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from sah.report import build_report
     from sah.report.collect import Source

@@ -55,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with quiet():
+        return synth(argv)
+
+
+def synth(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet()
     try:
         from sah.data.synthetic import SynthConfig, ensure_cohort, write_preview
 

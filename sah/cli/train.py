@@ -109,13 +109,13 @@ def train(cfg: DictConfig) -> float | list[float] | None:
 def main() -> None:
     # Let Hydra raise instead of printing its multi-line report, so user errors become one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    quiet()
     register_schema()
-    try:
-        train()
-    except user_error_types() as err:
-        print(f"sah-train: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    with quiet():
+        try:
+            train()
+        except user_error_types() as err:
+            print(f"sah-train: {one_line(err)}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

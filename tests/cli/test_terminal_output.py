@@ -103,3 +103,20 @@ def test_sah_train_help_describes_the_command_its_examples_and_groups(tmp_path: 
     assert "unet2d" in groups["model"].split(", ")
     # No config dump (that is `sah-train --cfg job`).
     assert "_target_" not in text and len(text.splitlines()) < 60
+
+
+def test_quiet_filters_only_while_a_command_runs() -> None:
+    """A test calling a main() in-process keeps seeing every warning afterwards."""
+    import logging
+    import warnings
+
+    from sah.cli.quiet import quiet
+
+    filters, formatter = list(warnings.filters), warnings.formatwarning
+    seed_logger = logging.getLogger("lightning.fabric.utilities.seed")
+    level = seed_logger.level
+    with quiet():
+        assert seed_logger.level == logging.WARNING
+        assert warnings.filters != filters  # the third-party filter is on
+    assert warnings.filters == filters and warnings.formatwarning is formatter
+    assert seed_logger.level == level
