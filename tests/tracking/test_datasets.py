@@ -25,19 +25,19 @@ def manifest_file(folder: Path, extra_row: str = "") -> Path:
     return path
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> MlflowClient:
-    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> MlflowClient:
+    """One sqlite store for the module (creating its tables takes seconds)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    store = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    store.create_experiment("sah-test", artifact_location=str(folder / "artifacts"))
+    return store
 
 
 def new_run(client: MlflowClient, tmp_path: Path) -> str:
-    experiment = client.get_experiment_by_name("sah-test") or None
-    experiment_id = (
-        experiment.experiment_id
-        if experiment
-        else client.create_experiment("sah-test", artifact_location=str(tmp_path / "art"))
-    )
-    return client.create_run(experiment_id).info.run_id
+    experiment = client.get_experiment_by_name("sah-test")
+    assert experiment is not None
+    return client.create_run(experiment.experiment_id).info.run_id
 
 
 def test_the_run_page_names_the_cohort_its_digest_and_each_split(client, tmp_path) -> None:
