@@ -34,6 +34,13 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def _format(number: float) -> str:
+    """Four decimals for metrics and losses of the usual size (0.0000 rather than 0)."""
+    if number == 0 or 1e-3 <= abs(number) < 1e4:
+        return f"{number:.4f}"
+    return f"{number:.3g}"
+
+
 class EpochLines(ProgressBar):
     """One line per training epoch: epoch i/n, the train loss, the validation metrics computed
     in this epoch, and the seconds the epoch took."""
@@ -79,7 +86,7 @@ class EpochLines(ProgressBar):
         for name in shown:
             number = _number(metrics[name])
             if number is not None:
-                values.append(f"{name} {number:.4g}")
+                values.append(f"{name} {_format(number)}")
         seconds = time.perf_counter() - self._started
         head = f"epoch {epoch}/{total}" if total else f"epoch {epoch}"
         body = f": {', '.join(values)}" if values else ""
