@@ -9,7 +9,8 @@ every warning. Kept out, and why:
   larger than a tiny epoch: sah logs its training metrics per epoch anyway).
 - Lightning's info lines: "GPU available: False", TPU/HPU lines, the litlogger tip, "Seed set
   to 0", "`Trainer.fit` stopped: `max_epochs` reached" (the trainer config says all of these).
-- MLflow's "Creating initial MLflow database tables" / alembic migration lines.
+- MLflow's "Creating initial MLflow database tables" / alembic migration lines, and its
+  "Downloading artifacts" bar.
 
 Warnings that remain are printed on one line each; sah's own say ``warning: <message>``.
 """
@@ -17,6 +18,7 @@ Warnings that remain are printed on one line each; sah's own say ``warning: <mes
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +53,9 @@ INFO_LOGGERS = (
     "alembic",
 )
 
+# MLflow's tqdm bar while it downloads a checkpoint (sah-predict --model mlflow:..., init_from).
+MLFLOW_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
 SAH_ROOT = str(Path(__file__).resolve().parents[1])
 
 
@@ -75,6 +80,8 @@ def quiet() -> Iterator[None]:
     pattern = r"(" + "|".join(THIRD_PARTY) + r")(\.|$)"
     loggers = [logging.getLogger(name) for name in INFO_LOGGERS]
     levels = [logger.level for logger in loggers]
+    bar = os.environ.get(MLFLOW_BAR)
+    os.environ.setdefault(MLFLOW_BAR, "false")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=pattern)
         formatwarning = warnings.formatwarning
@@ -87,3 +94,5 @@ def quiet() -> Iterator[None]:
             warnings.formatwarning = formatwarning
             for logger, level in zip(loggers, levels, strict=True):
                 logger.setLevel(level)
+            if bar is None:
+                os.environ.pop(MLFLOW_BAR, None)

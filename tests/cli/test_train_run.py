@@ -146,6 +146,7 @@ def test_predict_via_mlflow_run_id(trained, tiny_manifest: Path) -> None:
     # No checkpoint left behind (torch may keep its own compile cache there).
     assert list(temp.rglob("*.ckpt")) == [] and not list(temp.glob("sah-*"))
     assert "frozen" not in result.stderr and "Warning" not in result.stderr
+    assert "Downloading artifacts" not in result.stderr  # MLflow's bar is off (sah.cli.quiet)
 
 
 def test_predict_warns_on_a_scan_that_is_not_a_head_ct_and_keeps_a_small_grid(trained) -> None:
