@@ -120,11 +120,11 @@ def build_contenders(base, x, y, ranks, methods, with_peft, paths, floor) -> lis
         out.append(c)
 
     model = copy.deepcopy(base)
-    inject(model, AdapterConfig("full", 0))
+    inject(model, AdapterConfig("full", None))
     add(Contender("full", "full", "full", None, "all"), model)
     if floor:
         model = copy.deepcopy(base)
-        inject(model, AdapterConfig("none", 0))
+        inject(model, AdapterConfig("none", None))
         add(Contender("floor", "floor", "none", None, "all"), model)
     for method in methods:
         for rank in ranks:

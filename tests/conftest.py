@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,16 @@ TINY_COHORT = {"kind": "sah", "n_patients": 6, "seed": 0, "matrix": 64, "spacing
 def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache folder for the whole test session, so the tiny cohort is generated once."""
     return tmp_path_factory.mktemp("sah-cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_outside_home(cache_root: Path):
+    """The default cache is ~/.cache/sah for every command: a test (or a subprocess it starts)
+    that gives no paths.cache_dir writes into the session's folder, never the user's home."""
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get("SAH_CACHE_DIR"):
+            patch.setenv("SAH_CACHE_DIR", str(cache_root))
+        yield
 
 
 @pytest.fixture(scope="session")

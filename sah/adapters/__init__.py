@@ -26,7 +26,7 @@ Imports nothing else of ``sah`` so that it can be taken into another project.
 """
 
 from .checkpoint import load_adapter, read_metadata, save_adapter
-from .config import METHODS, AdapterConfig, AdapterError
+from .config import METHODS, AdapterConfig, AdapterError, AdapterWarning
 from .inject import (
     adapter_layers,
     inject,
@@ -44,6 +44,7 @@ __all__ = [
     "AdapterConfig",
     "AdapterError",
     "AdapterLayer",
+    "AdapterWarning",
     "adapter_layers",
     "inject",
     "load_adapter",

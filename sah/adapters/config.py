@@ -16,6 +16,10 @@ class AdapterError(ValueError):
     """
 
 
+class AdapterWarning(UserWarning):
+    """Something about an adapter request worth knowing that does not stop it."""
+
+
 LORA_METHODS = ("lora_c", "conv_lora", "cp_lora")
 DORA_METHODS = ("dora_c", "conv_dora", "cp_dora")
 BASELINE_METHODS = ("full", "none")
@@ -35,11 +39,12 @@ class AdapterConfig:
     ``dropout`` drops the input of the update branch while training only.
     ``fold_norm``: an adapted conv applies the frozen BatchNorm that comes right after it
     in an ``nn.Sequential`` itself while unmerged (same outputs, a cheaper step; ``normfold``).
-    For ``method`` ``"full"`` and ``"none"`` the rank is ignored.
+    For ``method`` ``"full"`` and ``"none"`` the rank is ignored: ``None``, or a positive
+    integer like every other method's (a sweep over methods sets one for all of them).
     """
 
     method: str
-    rank: int
+    rank: int | None
     alpha: float | None = None
     rslora: bool = False
     targets: str | Sequence[str] = "all"
@@ -54,15 +59,22 @@ class AdapterConfig:
                 f"adapter.method: unknown method {self.method!r}; "
                 f"choose one of {', '.join(METHODS)}"
             )
-        if self.method not in BASELINE_METHODS:
-            if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
-                raise AdapterError(
-                    f"adapter.rank: must be a positive integer for {self.method}, got {self.rank!r}"
-                )
-            if self.alpha is not None and not (
-                isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)
-            ):
-                raise AdapterError(f"adapter.alpha: must be a finite number, got {self.alpha!r}")
+        # A baseline has no rank (``None``) or ignores the one a sweep sets; a rank given is
+        # still checked, so that a typo is not tagged onto a run.
+        no_rank = self.method in BASELINE_METHODS and self.rank is None
+        if not no_rank and (
+            isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0
+        ):
+            raise AdapterError(
+                f"adapter.rank: must be a positive integer, got {self.rank!r}"
+                + (f" ({self.method} ignores it)" if self.method in BASELINE_METHODS else "")
+            )
+        if (
+            self.method not in BASELINE_METHODS
+            and self.alpha is not None
+            and not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha))
+        ):
+            raise AdapterError(f"adapter.alpha: must be a finite number, got {self.alpha!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise AdapterError(f"adapter.dropout: must be in [0, 1), got {self.dropout!r}")
         targets = [self.targets] if isinstance(self.targets, str) else list(self.targets)
@@ -76,6 +88,13 @@ class AdapterConfig:
     @property
     def target_list(self) -> list[str]:
         return [self.targets] if isinstance(self.targets, str) else list(self.targets)
+
+    @property
+    def layer_rank(self) -> int:
+        """The rank of an adapted layer's update (only baselines may have no rank)."""
+        if self.rank is None:
+            raise AdapterError(f"adapter.rank: {self.method} needs a positive integer rank")
+        return self.rank
 
     @property
     def is_dora(self) -> bool:
@@ -92,14 +111,15 @@ class AdapterConfig:
 
     @property
     def effective_alpha(self) -> float:
-        return float(self.rank if self.alpha is None else self.alpha)
+        return float((self.rank or 0) if self.alpha is None else self.alpha)
 
     @property
     def scale(self) -> float:
         """``s = alpha / r`` (``alpha / sqrt(r)`` with rsLoRA)."""
         if self.is_baseline:
             return 0.0
-        root = math.sqrt(self.rank) if self.rslora else self.rank
+        rank = self.rank or 1  # set: only baselines may have none
+        root = math.sqrt(rank) if self.rslora else rank
         return self.effective_alpha / root
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ running statistics (as in eval mode) so that "frozen" means nothing about them c
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 import warnings
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .config import AdapterConfig, AdapterError
+from .config import AdapterConfig, AdapterError, AdapterWarning
 from .geometry import SUPPORTED_TYPES
 from .layers import COMPUTE_PATHS, AdapterLayer
 from .normfold import can_fold
@@ -80,12 +81,19 @@ def resolve_scope(model: nn.Module, target: str) -> list[str]:
     try:
         pattern = re.compile(target)
     except re.error as exc:
-        known = ", ".join(["all", *groups]) or "all"
         raise AdapterError(
-            f"adapter.targets: {target!r} is neither a module group ({known}) nor a valid "
-            f"regular expression ({exc})"
+            f"adapter.target: {target!r} is neither {_group_names(model, groups, target)} nor a "
+            f"valid regular expression ({exc})"
         ) from exc
     return [name for name, _ in model.named_modules() if name and pattern.search(name)]
+
+
+def _group_names(model: nn.Module, groups: dict[str, list[str]], typed: str) -> str:
+    """'a module group of UNet (all, encoder, decoder; did you mean 'decoder'?)'."""
+    known = list(dict.fromkeys(["all", *groups]))
+    close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"a module group of {type(model).__name__} ({', '.join(known)}{hint})"
 
 
 def _adapter_layers(model: nn.Module) -> list[tuple[str, AdapterLayer]]:
@@ -100,6 +108,42 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
+
+
+def _no_hits(model: nn.Module, method: str, target: str) -> str:
+    """Why ``target`` selects nothing: a mistyped group name (the usual case) names the model's
+    groups; a pattern that matches only unadaptable layers names what can be adapted."""
+    groups = _groups(model)
+    what = "module with parameters" if method == "full" else "adaptable layer"
+    if groups and not resolve_scope(model, target):
+        return (
+            f"adapter.target: {target!r} is neither {_group_names(model, groups, target)} nor a "
+            f"pattern matching any of its module names"
+        )
+    adaptable = ", ".join(t.__name__ for t in SUPPORTED_TYPES)
+    return f"adapter.target: {target!r} matches no {what} (adaptable: {adaptable})"
+
+
+_WARNED: set[str] = set()
+
+
+def _frozen_message(method: str, left_out: list[tuple[str, nn.Module]]) -> str:
+    """One short line: how many targeted modules stay frozen, their classes, one example."""
+    classes = sorted({type(m).__name__ for _, m in left_out})
+    verb = "is not an adaptable layer" if len(classes) == 1 else "are not adaptable layers"
+    return (
+        f"{method} leaves {len(left_out)} targeted module(s) frozen: {', '.join(classes)} "
+        f"{verb} (e.g. {left_out[0][0]})"
+    )
+
+
+def _warn_once(message: str) -> None:
+    """Warn once per process: every trial of a sweep builds the same model, and Lightning's
+    warning filters reset Python's own once-per-location registry."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    warnings.warn(message, AdapterWarning, stacklevel=3)
 
 
 def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
@@ -126,11 +170,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
             else:
                 hits = [n for n in in_scope if isinstance(modules[n], SUPPORTED_TYPES)]
             if not hits:
-                what = "module with parameters" if config.method == "full" else "adaptable layer"
-                raise AdapterError(
-                    f"adapter.targets: {target!r} matches no {what} "
-                    f"(adaptable: {', '.join(t.__name__ for t in SUPPORTED_TYPES)})"
-                )
+                raise AdapterError(_no_hits(model, config.method, target))
             scope += target_scope
 
     in_scope = [n for n in modules if config.method != "none" and _in_scope(n, scope)]
@@ -153,11 +193,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
             and not any(n.startswith(a + ".") for a in adapted)
         ]
         if left_out:
-            warnings.warn(
-                f"{config.method}: these targeted modules have parameters but are not "
-                f"adaptable layers, so they stay frozen: {', '.join(left_out)}",
-                stacklevel=2,
-            )
+            _warn_once(_frozen_message(config.method, [(n, modules[n]) for n in left_out]))
 
     for p in model.parameters():
         p.requires_grad_(False)

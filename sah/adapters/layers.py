@@ -55,13 +55,13 @@ class AdapterLayer(nn.Module):
         self.geometry: Geometry = geometry
         self.layer_name = name
         self.method = config.method
-        self.rank = config.rank
+        self.rank = config.layer_rank
         self.scale = config.scale
         self.detach_norm = config.detach_norm
         weight = self.base_layer.weight
         cls = factorisation_class(config.factorisation, geometry)
         self.factors: Factorisation = cls(
-            geometry, config.rank, dtype=weight.dtype, device=weight.device
+            geometry, config.layer_rank, dtype=weight.dtype, device=weight.device
         )
         if config.is_dora:
             self.magnitude = nn.Parameter(geometry.channel_norm(weight.detach()).clone())

@@ -18,12 +18,14 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
+from sah.cli.quiet import quiet
 from sah.errors import SahError
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -79,14 +81,27 @@ def collect_cases(inputs: list[str], labels: list[str]) -> list[Case]:
     return cases
 
 
-def resolve_models(models: list[str], tracking_uri: str) -> list[Path]:
+def is_mlflow_run(model: str) -> bool:
+    return model.startswith("mlflow:") or bool(RUN_ID.match(model) and not Path(model).exists())
+
+
+def model_names(models: list[str]) -> list[str]:
+    """The models as the user gave them, for result.json: ``mlflow:<run id>`` or the path."""
+    return [f"mlflow:{m.removeprefix('mlflow:')}" if is_mlflow_run(m) else m for m in models]
+
+
+def resolve_models(models: list[str], tracking_uri: str, download_dir: Path) -> list[Path]:
+    """Checkpoint files for ``models``; logged runs' checkpoints are downloaded into
+    ``download_dir`` (a temporary folder the caller removes)."""
     from sah.tracking.checkpoints import download_best_checkpoint
 
     paths = []
-    for model in models:
-        run = model.removeprefix("mlflow:")
-        if model.startswith("mlflow:") or (RUN_ID.match(model) and not Path(model).exists()):
-            paths.append(download_best_checkpoint(tracking_uri, run))
+    for i, model in enumerate(models):
+        if is_mlflow_run(model):
+            dest = download_dir / str(i)
+            dest.mkdir(parents=True, exist_ok=True)
+            run = model.removeprefix("mlflow:")
+            paths.append(download_best_checkpoint(tracking_uri, run, dest))
         else:
             paths.append(Path(model))
     return paths
@@ -101,6 +116,20 @@ def mask_in_input_orientation(mask_ras: np.ndarray, source: Path):
     transform = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(original.affine))
     data = apply_orientation(mask_ras.astype(np.uint8), transform)
     return nib.Nifti1Image(data, original.affine)
+
+
+def mask_on_tilted_series(mask_ras: np.ndarray, meta: dict[str, Any]):
+    """The mask of a gantry-tilted DICOM series on its acquired slices: voxel (i, j, k) is pixel
+    (i, j) of slice k, and the sform carries the shear (a qform cannot, so it is unset)."""
+    import nibabel as nib
+
+    from sah.data.dicom import mask_on_acquired_grid
+
+    data, affine = mask_on_acquired_grid(mask_ras, meta)
+    image = nib.Nifti1Image(data, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(None, code=0)
+    return image
 
 
 def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, Any]:
@@ -124,6 +153,8 @@ def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, A
         "flip_tta": tta,
         "warnings": head_ct_warnings(ct.array),
     }
+    if "gantry_tilt_deg" in ct.meta:
+        result["gantry_tilt_deg"] = ct.meta["gantry_tilt_deg"]
     truth = None
     if case.label is not None:
         truth = load_label(case.label, like=ct).astype(bool)
@@ -131,6 +162,8 @@ def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, A
         result["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
     if ct.source.is_file():
         nib.save(mask_in_input_orientation(mask, ct.source), out_dir / "mask.nii.gz")
+    elif "gantry_tilt_deg" in ct.meta:  # on the acquired (sheared) slices, voxel for pixel
+        nib.save(mask_on_tilted_series(mask, ct.meta), out_dir / "mask.nii.gz")
     else:  # a DICOM series: the mask in RAS with the series' affine
         nib.save(nib.Nifti1Image(mask.astype(np.uint8), ct.affine), out_dir / "mask.nii.gz")
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -143,6 +176,8 @@ def summary_line(result: dict[str, Any]) -> str:
     metrics = result.get("metrics")
     if isinstance(metrics, dict):
         line += f" (reference {metrics['volume_true_ml']:.1f} mL, Dice {metrics['dice']:.3f})"
+    if "gantry_tilt_deg" in result:
+        line += f" (gantry tilt {result['gantry_tilt_deg']:.1f}°, resampled)"
     if result["warnings"]:
         line += f"  WARNING: {result['warnings'][0]}"
     return line
@@ -159,7 +194,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise SahError(
             f"results exist for {existing[:5]} in {out_root}; choose another --out or --overwrite"
         )
-    segmenter = load_segmenter(resolve_models(args.model, args.tracking_uri))
+    with tempfile.TemporaryDirectory(prefix="sah-predict-") as download_dir:
+        segmenter = load_segmenter(
+            resolve_models(args.model, args.tracking_uri, Path(download_dir))
+        )
+    segmenter.sources = model_names(args.model)
     out_root.mkdir(parents=True, exist_ok=True)
     results = []
     for case in cases:
@@ -200,13 +239,16 @@ def write_summary(results: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from sah.adapters import AdapterError
+    with quiet():
+        from sah.adapters import AdapterError, AdapterWarning
 
-    try:
-        run(args)
-    except (SahError, AdapterError) as err:
-        print(f"sah-predict: {err}", file=sys.stderr)
-        sys.exit(2)
+        # Which layers an adapter left frozen is a training matter; the model is trained.
+        warnings.filterwarnings("ignore", category=AdapterWarning)
+        try:
+            run(args)
+        except (SahError, AdapterError) as err:
+            print(f"sah-predict: {err}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

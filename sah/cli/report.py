@@ -25,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from sah.cli.quiet import quiet
 from sah.errors import SahError
 
 
@@ -68,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    with quiet():
+        report(argv)
+
+
+def report(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from sah.report import build_report

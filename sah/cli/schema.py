@@ -6,6 +6,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from sah.data.cache import cache_dir
+
+# `${sah_cache_dir:}` in conf/paths/default.yaml: the config's default cache folder is the one
+# sah-synth, sah-predict and the library use (sah.data.cache.cache_dir: $SAH_CACHE_DIR, else
+# ~/.cache/sah). Registered on import: jobs a launcher starts in fresh processes import this
+# module with the task function.
+if not OmegaConf.has_resolver("sah_cache_dir"):
+    OmegaConf.register_new_resolver("sah_cache_dir", lambda: str(cache_dir()))
 
 
 @dataclass

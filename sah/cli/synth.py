@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from sah.cli.quiet import quiet
 from sah.errors import SahError
 
 
@@ -38,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="slice thickness range (default 2.5 5)",
     )
     parser.add_argument(
-        "--cache-dir", default=None, help="cache root (default $SAH_CACHE_DIR or ~/.cache/sah)"
+        "--cache-dir",
+        default=None,
+        help="cache root (default $SAH_CACHE_DIR, else ~/.cache/sah: the folder sah-train uses)",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default 2)")
     parser.add_argument(
@@ -51,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with quiet():
+        return synth(argv)
+
+
+def synth(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from sah.data.synthetic import SynthConfig, ensure_cohort, write_preview
@@ -65,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         manifest = ensure_cohort(config, cache_root=args.cache_dir, workers=args.workers)
         if args.preview:
-            write_preview(manifest, args.preview)
+            preview = write_preview(manifest, args.preview)
+            print(f"preview: {Path(preview).resolve()}", file=sys.stderr)
     except SahError as err:
         print(f"sah-synth: {err}", file=sys.stderr)
         return 2

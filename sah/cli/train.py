@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sah.cli.quiet import quiet
 from sah.cli.schema import register_schema
 from sah.errors import SahError
 
@@ -47,13 +49,34 @@ def one_line(err: BaseException) -> str:
     if missing:
         group, option = missing.groups()
         listed = re.search(r"Available options in '[^']+':\s*(.*?)(?:\n\S|\Z)", text, re.S)
-        available = ", ".join(listed.group(1).split()) if listed else "see conf/" + group
-        return f"config group '{group}' has no option '{option}'; available: {available}"
+        options = listed.group(1).split() if listed else []
+        available = ", ".join(options) if options else "see conf/" + group
+        hint = did_you_mean(option, options)
+        return f"config group '{group}' has no option '{option}'{hint}; available: {available}"
     if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
+        unknown = re.search(r"Key '[^']+' (is )?not in", text)
+        if unknown and getattr(err, "parent_node", None) is not None:
+            return unknown_key(str(err.full_key), [str(k) for k in err.parent_node])
         message = str(getattr(err, "msg", "") or text).splitlines()[0]
         return f"config key '{err.full_key}': {message}"
     text = re.sub(r",? ?set env var HYDRA_FULL_ERROR=1 to see chained exception\.?", "", text)
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def did_you_mean(typed: str, known: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known name nearest to what the user typed, else ''."""
+    close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def unknown_key(full_key: str, siblings: list[str]) -> str:
+    """A key the config does not have, with the nearest existing key and the others."""
+    parent, _, typed = full_key.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    close = difflib.get_close_matches(typed, siblings, n=1, cutoff=0.6)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+    where = f"keys of {parent}" if parent else "top-level keys"
+    return f"config key '{full_key}' does not exist{hint} ({where}: {', '.join(siblings)})"
 
 
 def choices() -> dict[str, str]:
@@ -87,11 +110,12 @@ def main() -> None:
     # Let Hydra raise instead of printing its multi-line report, so user errors become one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     register_schema()
-    try:
-        train()
-    except user_error_types() as err:
-        print(f"sah-train: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    with quiet():
+        try:
+            train()
+        except user_error_types() as err:
+            print(f"sah-train: {one_line(err)}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

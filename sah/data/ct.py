@@ -7,8 +7,9 @@ Rules (see docs/CONVENTIONS.md):
 
 - A volume has at least 2 voxels along each axis; a single slice (2D image, one-file series) is
   an error, because its slice spacing and therefore every volume in ml would be unknown.
-- Gantry-tilted, incomplete or unevenly spaced DICOM stacks are errors (see ``sah.data.dicom``);
-  convert them with dcm2niix, which resamples them, and load the NIfTI.
+- Incomplete or unevenly spaced DICOM stacks are errors (see ``sah.data.dicom``). A gantry-tilted
+  stack is shifted back slice by slice onto an orthogonal grid, as dcm2niix does, and its tilt
+  is reported in ``meta['gantry_tilt_deg']``.
 - Raw scanner values (e.g. 0-4095 without the -1024 rescale) are detected from the histogram and
   refused; ``assume_offset=-1024`` is the documented repair. NaN/inf voxels are refused;
   ``fill_nonfinite=-1024`` (air) is the documented repair.

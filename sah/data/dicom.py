@@ -1,14 +1,23 @@
 """Read one CT series from a folder of DICOM files, checking the geometry real exports get wrong.
 
 The series is rebuilt from ImagePositionPatient / ImageOrientationPatient, never from file names
-or InstanceNumber, because exports shuffle and renumber files. Stacks that have no regular
-orthogonal voxel grid (gantry tilt, missing or unevenly spaced slices, several series mixed in one
-folder) are refused with a DataError rather than silently resampled or merged: a wrong slice
-spacing changes every blood volume computed downstream.
+or InstanceNumber, because exports shuffle and renumber files. Stacks that have no regular voxel
+grid (missing or unevenly spaced slices, several series mixed in one folder) are refused with a
+DataError rather than silently resampled or merged: a wrong slice spacing changes every blood
+volume computed downstream.
+
+A series acquired with gantry tilt (many head-CT protocols tilt along the orbitomeatal line) is a
+sheared grid: each slice sits shifted sideways, in its own plane, by an amount proportional to its
+distance along the slice normal. Like dcm2niix, the reader shifts each slice back (linear
+interpolation within the slice; no slice is mixed with another) onto the orthogonal grid of the
+first slice, reports the tilt (``meta['gantry_tilt_deg']``, a log warning) and keeps what is needed
+to put a mask back on the acquired slices (``mask_on_acquired_grid``).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +30,16 @@ from pydicom.multival import MultiValue
 from sah.data.privacy import SAFE_DICOM_ATTRIBUTES
 from sah.errors import DataError
 
+log = logging.getLogger(__name__)
+
 # Slices drifting sideways by more than half a pixel over the whole stack are not one orthogonal
 # grid; a real gantry tilt (typically 5-30 degrees) drifts by many millimetres, rounding of
-# positions in exports by far less.
+# positions in exports by far less. A drift that is not proportional to the distance along the
+# normal (within this much) is no tilt, and is refused.
 MAX_SIDEWAYS_DRIFT_PIXELS = 0.5
+MAX_TILT_DEG = 45.0
+# HU shifted in from outside a tilted slice's field of view: air.
+OUTSIDE_HU = -1024.0
 # Slice gaps may differ from the median gap by this much (rounding of positions in exports).
 GAP_TOLERANCE_MM = 0.01
 GAP_TOLERANCE_RELATIVE = 0.02
@@ -32,8 +47,8 @@ GAP_TOLERANCE_RELATIVE = 0.02
 DEFER_ELEMENTS_LARGER_THAN = "64 KB"
 
 _RESAMPLE_FIX = (
-    "convert the series with dcm2niix (which corrects gantry tilt and reports uneven slices) "
-    "and load the NIfTI, or resample it to a regular grid"
+    "convert the series with dcm2niix (which reports uneven slices) and load the NIfTI, or "
+    "resample it to a regular grid"
 )
 
 
@@ -46,11 +61,67 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, A
     slices = _read_image_headers(folder)
     slices = _single_series(slices, folder)
     _check_is_ct(slices, folder)
-    slices, affine_lps = _stack_geometry(slices, folder)
+    slices, affine_lps, tilt = _stack_geometry(slices, folder)
     array = np.stack([read_slice_hu(ds).T for ds in slices], axis=-1)
     lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
-    meta = {"format": "dicom", "n_slices": len(slices), **_safe_attributes(slices[0])}
+    meta: dict[str, Any] = {"format": "dicom", "n_slices": len(slices)}
+    meta.update(_safe_attributes(slices[0]))
+    if tilt is not None:
+        array = shift_slices(array, tilt.shifts, order=1, cval=OUTSIDE_HU)
+        meta["gantry_tilt_deg"] = round(tilt.degrees, 2)
+        # The acquired (sheared) grid, in the array's DICOM index order, for writing masks back.
+        meta["acquired_affine"] = (lps_to_ras @ tilt.acquired_affine).round(6).tolist()
+        meta["tilt_shifts_px"] = tilt.shifts.round(4).tolist()
+        meta["orthogonal_affine"] = (lps_to_ras @ affine_lps).round(6).tolist()
+        log.warning(
+            "%s: gantry tilt of %.1f°; slices shifted back onto an orthogonal grid (as dcm2niix "
+            "does, up to %.1f mm)",
+            folder,
+            tilt.degrees,
+            tilt.max_shift_mm,
+        )
     return array, lps_to_ras @ affine_lps, meta
+
+
+@dataclass(frozen=True)
+class Tilt:
+    """A gantry-tilted stack: per slice, the in-plane shift (pixels along array axes 0 and 1)
+    that brings it onto the orthogonal grid, and the sheared LPS affine it was acquired on."""
+
+    shifts: np.ndarray
+    degrees: float
+    acquired_affine: np.ndarray
+    max_shift_mm: float
+
+
+def shift_slices(array: np.ndarray, shifts: np.ndarray, *, order: int, cval: float) -> np.ndarray:
+    """Shift slice ``k`` of ``array`` (axes 0, 1 in-plane) by ``shifts[k]`` pixels:
+    ``out[i, j, k] = array[i - shifts[k, 0], j - shifts[k, 1], k]``, interpolated with
+    ``order`` (1 linear for HU, 0 nearest for masks), ``cval`` outside."""
+    from scipy import ndimage
+
+    out = np.empty_like(array)
+    for k in range(array.shape[2]):
+        out[:, :, k] = ndimage.shift(
+            array[:, :, k], shifts[k], order=order, mode="constant", cval=cval, prefilter=False
+        )
+    return out
+
+
+def mask_on_acquired_grid(
+    mask_ras: np.ndarray, meta: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A mask of a tilted series' ``CTVolume`` (RAS, orthogonal grid) on the acquired slices:
+    the array in DICOM index order (voxel (i, j, k) is pixel (i, j) of slice k) and the sheared
+    RAS affine of those slices. The inverse per-slice shifts use nearest neighbour."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    orthogonal = np.asarray(meta["orthogonal_affine"], dtype=float)
+    transform = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(orthogonal))
+    dicom_order = apply_orientation(np.asarray(mask_ras, dtype=np.uint8), transform)
+    shifts = -np.asarray(meta["tilt_shifts_px"], dtype=float)
+    acquired = shift_slices(dicom_order, shifts, order=0, cval=0)
+    return acquired, np.asarray(meta["acquired_affine"], dtype=float)
 
 
 def read_slice_hu(ds: Dataset) -> np.ndarray:
@@ -164,8 +235,11 @@ def _required(ds: Dataset, keyword: str) -> Any:
     return value
 
 
-def _stack_geometry(slices: list[Dataset], folder: Path) -> tuple[list[Dataset], np.ndarray]:
-    """Sort slices along the slice normal, check they form a regular grid, return its LPS affine."""
+def _stack_geometry(
+    slices: list[Dataset], folder: Path
+) -> tuple[list[Dataset], np.ndarray, Tilt | None]:
+    """Sort slices along the slice normal, check they form a regular grid, return its orthogonal
+    LPS affine and, for a gantry-tilted stack, how to shift its slices onto that grid."""
     first = slices[0]
     orientation = np.array(_required(first, "ImageOrientationPatient"), dtype=float)
     pixel_spacing = np.array(_required(first, "PixelSpacing"), dtype=float)
@@ -222,8 +296,8 @@ def _stack_geometry(slices: list[Dataset], folder: Path) -> tuple[list[Dataset],
             "holds a single slice, not a volume (the slice spacing is unknown)",
             "pass the folder of a complete series; load_ct needs at least 2 slices",
         )
-    _check_no_tilt(positions, along_normal, normal, float(pixel_spacing.min()), folder)
     _check_regular_gaps(np.diff(along_normal), along_normal, folder)
+    sideways = _sideways_per_mm(positions, along_normal, normal, float(pixel_spacing.min()), folder)
 
     row_spacing, column_spacing = pixel_spacing  # DICOM order: between rows, between columns
     affine = np.eye(4)
@@ -231,29 +305,52 @@ def _stack_geometry(slices: list[Dataset], folder: Path) -> tuple[list[Dataset],
     affine[:3, 1] = column_direction * row_spacing  # array axis 1 walks down a column (rows)
     affine[:3, 2] = (positions[-1] - positions[0]) / (len(slices) - 1)
     affine[:3, 3] = positions[0]
-    return slices, affine
+    if sideways is None:
+        return slices, affine, None
+    acquired = affine.copy()
+    affine[:3, 2] = normal * (along_normal[-1] - along_normal[0]) / (len(slices) - 1)
+    # Slice k sits shifted in its plane by sideways * (its distance along the normal): the
+    # orthogonal grid's voxel (i, j, k) is its pixel (i - shift_0, j - shift_1), in pixels along
+    # array axes 0 (row direction) and 1 (column direction).
+    offsets = np.outer(along_normal - along_normal[0], sideways)
+    shifts = np.stack(
+        [(offsets @ row_direction) / column_spacing, (offsets @ column_direction) / row_spacing],
+        axis=1,
+    )
+    degrees = float(np.degrees(np.arctan(np.linalg.norm(sideways))))
+    mm = float(np.linalg.norm(offsets, axis=1).max())
+    return slices, affine, Tilt(shifts, degrees, acquired, mm)
 
 
-def _check_no_tilt(
+def _sideways_per_mm(
     positions: np.ndarray,
     along_normal: np.ndarray,
     normal: np.ndarray,
     pixel_size: float,
     folder: Path,
-) -> None:
-    """Slices must stack straight along their normal; gantry tilt shifts each one sideways."""
+) -> np.ndarray | None:
+    """None when slices stack straight along their normal; for gantry tilt, the sideways shift
+    per mm along the normal (a vector in the slice plane, its length the tangent of the tilt).
+    A sideways drift that is not proportional to the distance along the normal is refused."""
     offsets = positions - positions[0]
     sideways = offsets - np.outer(offsets @ normal, normal)
     drift = float(np.linalg.norm(sideways, axis=1).max())
-    if drift > MAX_SIDEWAYS_DRIFT_PIXELS * pixel_size:
-        extent = float(along_normal[-1] - along_normal[0])
-        tilt = np.degrees(np.arctan2(float(np.linalg.norm(sideways[-1])), extent))
+    tolerance = MAX_SIDEWAYS_DRIFT_PIXELS * pixel_size
+    if drift <= tolerance:
+        return None
+    distance = along_normal - along_normal[0]
+    per_mm = (distance @ sideways) / float(distance @ distance)  # least squares through 0
+    residual = float(np.linalg.norm(sideways - np.outer(distance, per_mm), axis=1).max())
+    degrees = float(np.degrees(np.arctan(np.linalg.norm(per_mm))))
+    if residual > tolerance or degrees > MAX_TILT_DEG:
         raise DataError(
             folder,
-            f"slices shift sideways by up to {drift:.2f} mm across the stack (gantry tilt of "
-            f"about {tilt:.1f}°), so they do not form an orthogonal voxel grid",
+            f"slices shift sideways by up to {drift:.2f} mm across the stack, not in proportion "
+            f"to their distance as a gantry tilt does (off by up to {residual:.2f} mm), so they "
+            "do not form a voxel grid",
             _RESAMPLE_FIX,
         )
+    return per_mm
 
 
 def _check_regular_gaps(gaps: np.ndarray, along_normal: np.ndarray, folder: Path) -> None:

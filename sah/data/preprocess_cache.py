@@ -36,6 +36,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from sah.data.preprocess.pipelines import Preprocess, PreprocessedCase
+from sah.data.progress import Progress
 from sah.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,13 @@ class CacheStats:
 class PreprocessCache:
     """``get_or_compute(image, label, pipeline)``: the cached case, else computed and stored."""
 
-    def __init__(self, root: str | Path | None = None, *, verify_content: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        verify_content: bool = False,
+        total: int | None = None,
+    ) -> None:
         if root is None:
             from sah.data.cache import cache_dir
 
@@ -66,6 +73,10 @@ class PreprocessCache:
         self.verify_content = verify_content
         self.stats = CacheStats()
         self._memo: dict[str, tuple[Any, str]] = {}
+        # Progress lines start with the first case that must be computed (hits are instant);
+        # ``total`` is the number of cases the caller will ask for, when it knows it.
+        self.total = total
+        self._progress: Progress | None = None
 
     def get_or_compute(
         self,
@@ -92,13 +103,27 @@ class PreprocessCache:
             case = self._read(path, expect_label=label_path is not None)
             if case is not None:
                 self.stats.hits += 1
+                self._advance(pipeline)
                 return case
             self.stats.rebuilt += 1
         else:
             self.stats.misses += 1
         case = self._compute(image_path, label_path, pipeline, assume_offset, fill_nonfinite)
         self._write(path, case, pipeline)
+        self._advance(pipeline)
         return case
+
+    def _advance(self, pipeline: Preprocess) -> None:
+        computed = self.stats.misses + self.stats.rebuilt
+        if self._progress is None:
+            if computed == 0:
+                return
+            total = self.total
+            self._progress = Progress(f"preprocessing {pipeline.name}", total, unit="case")
+            self._progress.done = self.stats.hits + computed - 1
+        self._progress.advance(note=f"{computed} computed, {self.stats.hits} cached")
+        if self.total is not None and self._progress.done >= self.total:
+            self._progress.close()
 
     def entry_path(
         self,

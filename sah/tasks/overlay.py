@@ -20,6 +20,13 @@ def intensity_window(
     return float(low), float(max(high, low + 1e-6))
 
 
+def legend(cases: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]]) -> str:
+    """The figure's legend: the reference's colour only when some case has one."""
+    if any(truth is not None for _, _, truth, _ in cases):
+        return "green: reference   red: prediction"
+    return "red: prediction"
+
+
 def save_overlays(
     cases: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]],
     path: str | Path,
@@ -51,7 +58,7 @@ def save_overlays(
             ax.contour(pred[:, :, z].T, levels=[0.5], colors="red", linewidths=0.8)
         ax.set_title(f"{name} z={z}", fontsize=8)
         ax.axis("off")
-    fig.suptitle("green: reference   red: prediction", fontsize=8)
+    fig.suptitle(legend(cases), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

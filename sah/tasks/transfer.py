@@ -32,7 +32,7 @@ class AdapterSettings:
     """The `adapter` config group as plain values (`adapter.target` is a group name or regex)."""
 
     method: str = "full"
-    rank: int = 4
+    rank: int | None = 4
     alpha: float | None = None
     target: str = "all"
     rslora: bool = False

@@ -26,7 +26,15 @@ def test_adapter_error_is_value_error():
 
 @pytest.mark.parametrize("method", ["full", "none"])
 def test_baselines_ignore_rank(method):
-    assert AdapterConfig(method, 0).scale == 0.0
+    assert AdapterConfig(method, None).scale == 0.0
+    assert AdapterConfig(method, 8).scale == 0.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("rank", [0, -1, 2.5, True, "4"])
+def test_every_method_refuses_a_rank_that_is_not_a_positive_integer(method, rank):
+    with pytest.raises(AdapterError, match=r"adapter\.rank: must be a positive integer"):
+        AdapterConfig(method, rank)
 
 
 def test_alpha_defaults_to_rank_and_scale():

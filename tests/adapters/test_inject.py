@@ -46,11 +46,26 @@ def test_regex_target_and_all_without_groups():
     assert inject(TinyNoGroups(), AdapterConfig("lora_c", 2)) == ["conv_a", "conv_b", "fc"]
 
 
-@pytest.mark.parametrize("target", ["nothing_like_this", "encoder\\.1"])
-def test_target_matching_no_layer_raises(target):
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        # A mistyped group names the key the user types, the model's groups and the nearest.
+        (
+            "decodr",
+            r"^adapter\.target: 'decodr' is neither a module group of TinySegNet \(all, "
+            r"encoder, bottleneck, decoder, head; did you mean 'decoder'\?\)",
+        ),
+        (
+            "nothing_like_this",
+            r"module group of TinySegNet \(all, encoder, bottleneck, decoder, head\)",
+        ),
+        ("encoder\\.1", r"^adapter\.target: 'encoder\\\\.1' matches no adaptable layer"),
+    ],
+)
+def test_target_matching_no_layer_raises(target, message):
     model = TinySegNet()
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(AdapterError, match="matches no adaptable layer"):
+    with pytest.raises(AdapterError, match=message):
         inject(model, AdapterConfig("conv_lora", 2, targets=target))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
@@ -93,7 +108,7 @@ def test_second_inject_refused():
 
 def test_full_trains_every_parameter_of_the_targets():
     model = TinySegNet()
-    names = inject(model, AdapterConfig("full", 0, targets="encoder"))
+    names = inject(model, AdapterConfig("full", None, targets="encoder"))
     assert names == ["encoder.0", "encoder.1", "encoder.3", "encoder.4"]
     for name, p in model.named_parameters():
         assert p.requires_grad == name.startswith("encoder.")
@@ -107,7 +122,7 @@ def test_full_trains_every_parameter_of_the_targets():
 
 def test_none_freezes_everything():
     model = TinySegNet()
-    assert inject(model, AdapterConfig("none", 0)) == []
+    assert inject(model, AdapterConfig("none", None)) == []
     assert trainable_parameters(model) == {"total": 0}
     model.train()
     stats = model.encoder[1].running_mean.clone()

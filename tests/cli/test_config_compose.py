@@ -51,3 +51,27 @@ def test_wrong_type_names_the_key() -> None:
 def test_unknown_option_names_the_group() -> None:
     with pytest.raises(Exception, match="model"):
         compose_train(["model=no_such_net"])
+
+
+@pytest.mark.parametrize("env", [True, False], ids=["SAH_CACHE_DIR", "default"])
+def test_train_and_synth_resolve_the_same_cache_folder(
+    env: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cohort made with `sah-synth` is the one `sah-train` reads: both use cache_dir()."""
+    from sah.data.cache import cache_dir
+    from sah.data.synthetic import SynthConfig, cohort_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if env:
+        monkeypatch.setenv("SAH_CACHE_DIR", str(tmp_path / "shared"))
+    else:
+        monkeypatch.delenv("SAH_CACHE_DIR", raising=False)
+    expected = tmp_path / "shared" if env else tmp_path / "home" / ".cache" / "sah"
+    assert cache_dir() == expected
+    cfg = compose_train([])
+    assert Path(cfg.paths.cache_dir) == expected
+    # sah-synth's default (no --cache-dir) and the training config's cohort are one folder.
+    config = SynthConfig(kind="sah", n_patients=6, seed=0, matrix=64, spacing_mm=2.5)
+    assert cohort_dir(config, None) == cohort_dir(config, cfg.paths.cache_dir)
+    # paths.cache_dir=... still wins.
+    assert compose_train([f"paths.cache_dir={tmp_path}/x"]).paths.cache_dir == f"{tmp_path}/x"

@@ -43,6 +43,34 @@ def test_config_errors_name_the_key(override: str, named: str, tmp_path: Path) -
     assert named in line
 
 
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["adapter.rnk=4"],
+            "config key 'adapter.rnk' does not exist; did you mean 'adapter.rank'?",
+        ),
+        (["adapter=lora_cc"], "no option 'lora_cc' (did you mean 'lora_c'?)"),
+        (
+            ["adapter=cp_lora", "adapter.target=decodr"],
+            "adapter.target: 'decodr' is neither a module group of GroupedUNet (all, encoder, "
+            "bottleneck, decoder, head; did you mean 'decoder'?)",
+        ),
+        (["adapter=full", "adapter.rank=-1"], "adapter.rank: must be a positive integer, got -1"),
+    ],
+    ids=["key", "option", "target", "full-rank"],
+)
+def test_mistakes_name_what_the_user_typed_and_the_nearest_name(
+    overrides: list[str], expected: str, tmp_path: Path
+) -> None:
+    line = one_line_error(
+        run_train(*overrides, f"tracking.uri=sqlite:///{tmp_path}/m.db", cwd=tmp_path)
+    )
+    assert expected in line
+    # Refused before a run is tracked: nothing tagged with the bad value.
+    assert not (tmp_path / "m.db").exists()
+
+
 def write_manifest(folder: Path, rows: list[str]) -> Path:
     manifest = folder / "manifest.csv"
     manifest.write_text("patient_id,image,label\n" + "".join(r + "\n" for r in rows))

@@ -111,6 +111,7 @@ def test_predict_writes_mask_on_the_input_grid_and_volume(trained, tiny_manifest
     spec = torch.load(ckpt, map_location="cpu", weights_only=True)["sah_inference"]
     assert spec["pixel_mm"] == pytest.approx(2.5)
     assert (case / "overlay.png").stat().st_size > 0
+    assert summary["models"] == [str(ckpt)]
 
     # The same command again must not replace the result.
     before = (case / "result.json").stat().st_mtime_ns
@@ -121,23 +122,40 @@ def test_predict_writes_mask_on_the_input_grid_and_volume(trained, tiny_manifest
 
 
 def test_predict_via_mlflow_run_id(trained, tiny_manifest: Path) -> None:
+    """The model is recorded as the user named it, and the downloaded checkpoint is removed."""
     workdir, run_id, _ = trained
+    import os
+
     import pandas as pd
 
     image = tiny_manifest.parent / pd.read_csv(tiny_manifest).iloc[1]["image"]
-    result = sah(
-        "sah-predict",
-        str(image),
-        "--model",
-        f"mlflow:{run_id}",
-        "--tracking-uri",
-        f"sqlite:///{workdir}/mlflow.db",
-        "--out",
-        str(workdir / "p2"),
+    temp = workdir / "tmp"
+    temp.mkdir()
+    result = subprocess.run(
+        [
+            "sah-predict",
+            str(image),
+            "--model",
+            f"mlflow:{run_id}",
+            "--tracking-uri",
+            f"sqlite:///{workdir}/mlflow.db",
+            "--out",
+            str(workdir / "p2"),
+        ],
         cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TMPDIR": str(temp)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mL" in result.stdout
+    (case,) = (workdir / "p2").iterdir()
+    assert json.loads((case / "result.json").read_text())["models"] == [f"mlflow:{run_id}"]
+    # No checkpoint left behind (torch may keep its own compile cache there).
+    assert list(temp.rglob("*.ckpt")) == [] and not list(temp.glob("sah-*"))
+    assert "frozen" not in result.stderr and "Warning" not in result.stderr
+    assert "Downloading artifacts" not in result.stderr  # MLflow's bar is off (sah.cli.quiet)
 
 
 def test_predict_warns_on_a_scan_that_is_not_a_head_ct_and_keeps_a_small_grid(trained) -> None:

@@ -191,11 +191,102 @@ def test_no_identifying_attribute_leaves_the_loader(tmp_path, written_volume):
     assert "array" not in repr(volume)  # a repr never dumps voxels
 
 
-def test_gantry_tilt_is_refused(tmp_path, written_volume):
-    tilt = np.tan(np.radians(15))
-    positions = [(-90.0, -100.0 + k * 2.5 * tilt, -40.0 + k * 2.5) for k in range(6)]
+# --- gantry tilt -------------------------------------------------------------------------------
+
+TILT_SHAPE = (16, 48, 6)  # columns (0.5 mm), rows (0.7 mm), slices (2.5 mm along the normal)
+TILT_ORIGIN = np.array([-90.0, -100.0, -40.0])
+
+
+def head_field(points: np.ndarray) -> np.ndarray:
+    """HU at LPS points (3, N): any shape across x, linear along y (the direction the tilt
+    shifts slices), so that shifting a slice back by a fraction of a pixel interpolates
+    exactly, up to the storage's rounding to whole HU."""
+    x, y, z = points
+    return 40.0 + 60.0 * np.sin(x / 1.3) + 0.9 * (y + 100.0) + 0.5 * (z + 40.0)
+
+
+def sample_series(slice_positions: list[np.ndarray]) -> np.ndarray:
+    """The field sampled at every pixel of axial slices placed at these positions."""
+    columns, rows, _ = TILT_SHAPE
+    i, j = np.meshgrid(np.arange(columns), np.arange(rows), indexing="ij")
+    slices = []
+    for position in slice_positions:
+        points = position[:, None] + np.stack([i.ravel() * 0.5, j.ravel() * 0.7, 0 * i.ravel()])
+        slices.append(head_field(points).reshape(columns, rows))
+    return np.stack(slices, axis=-1)
+
+
+def tilted_positions(degrees: float) -> list[np.ndarray]:
+    """A gantry tilted by ``degrees``: slices 2.5 mm apart along their normal, each shifted
+    along y in proportion (the acquired positions of a tilted axial series)."""
+    slope = np.tan(np.radians(degrees))
+    return [TILT_ORIGIN + np.array([0.0, k * 2.5 * slope, k * 2.5]) for k in range(TILT_SHAPE[2])]
+
+
+@pytest.mark.parametrize("degrees", [5.0, 17.5, 30.0, -12.0])
+def test_gantry_tilted_series_matches_the_same_head_written_untilted(tmp_path, degrees, caplog):
+    tilted = tilted_positions(degrees)
+    straight = [TILT_ORIGIN + np.array([0.0, 0.0, k * 2.5]) for k in range(TILT_SHAPE[2])]
+    write_series(tmp_path / "tilted", sample_series(tilted), positions=tilted)
+    write_series(tmp_path / "straight", sample_series(straight), positions=straight)
+    with caplog.at_level("WARNING", logger="sah.data.dicom"):
+        volume = load_ct(tmp_path / "tilted")
+    reference = load_ct(tmp_path / "straight")
+    # The tilt's size (a gantry tilted either way), in the metadata and the log.
+    assert volume.meta["gantry_tilt_deg"] == pytest.approx(abs(degrees), abs=0.01)
+    assert f"gantry tilt of {abs(degrees):.1f}°" in caplog.text
+    assert "gantry_tilt_deg" not in reference.meta
+    # The same orthogonal grid as the untilted series ...
+    assert volume.shape == reference.shape
+    np.testing.assert_allclose(volume.affine, reference.affine, atol=1e-4)
+    # ... and the same HU wherever the acquired slice covers the voxel; air where it does not.
+    shift_px = np.array([p[1] - TILT_ORIGIN[1] for p in tilted]) / 0.7
+    rows = np.arange(TILT_SHAPE[1])[:, None]
+    covered = (rows - shift_px >= 0) & (rows - shift_px <= TILT_SHAPE[1] - 1)  # (rows, slices)
+    covered = np.broadcast_to(covered[None], TILT_SHAPE)[::-1, ::-1, :]  # loaded axial: RAS flip
+    assert covered.mean() > 0.7
+    np.testing.assert_allclose(volume.array[covered], reference.array[covered], atol=1.0)
+    assert np.all(volume.array[~covered] == -1024.0)
+
+
+def test_mask_of_a_tilted_series_goes_back_onto_its_acquired_slices(tmp_path):
+    """sah-predict writes a tilted series' mask on the slices as acquired: voxel (i, j, k) is
+    pixel (i, j) of slice k and the affine carries the shear."""
+    from sah.cli.predict import mask_on_tilted_series
+
+    tilted = tilted_positions(20.0)
+    write_series(tmp_path / "tilted", sample_series(tilted), positions=tilted)
+    volume = load_ct(tmp_path / "tilted")
+    centre_lps, radius = TILT_ORIGIN + np.array([4.0, 18.0, 6.0]), 9.0
+
+    def inside(affine: np.ndarray, shape: tuple[int, ...], lps: bool) -> np.ndarray:
+        index = np.indices(shape).reshape(3, -1).astype(float)
+        points = affine[:3, :3] @ index + affine[:3, 3:4]
+        if not lps:
+            points = points * np.array([[-1.0], [-1.0], [1.0]])
+        distance = np.linalg.norm(points - centre_lps[:, None], axis=0)
+        return (distance - radius).reshape(shape)
+
+    mask_ras = (inside(volume.affine, volume.shape, lps=False) < 0).astype(np.uint8)
+    image = mask_on_tilted_series(mask_ras, volume.meta)
+    path = tmp_path / "mask.nii.gz"
+    nib.save(image, path)
+    saved = nib.load(path)
+    assert saved.shape == TILT_SHAPE
+    # The saved affine places each voxel on its acquired DICOM pixel.
+    ras = saved.affine @ np.array([0.0, 0.0, 3.0, 1.0])
+    np.testing.assert_allclose(ras[:3] * [-1, -1, 1], tilted[3], atol=1e-3)
+    # Every acquired pixel clearly inside (outside) the ball is in (out of) the mask.
+    signed = inside(saved.affine, TILT_SHAPE, lps=False)
+    data = np.asarray(saved.dataobj)
+    assert mask_ras.sum() > 100
+    assert np.all(data[signed < -0.7] == 1) and np.all(data[signed > 0.7] == 0)
+
+
+def test_sideways_drift_that_is_no_tilt_is_refused(tmp_path, written_volume):
+    positions = [(-90.0, -100.0 + y, -40.0 + k * 2.5) for k, y in enumerate((0, 3, 0, 3, 0, 3))]
     write_series(tmp_path, written_volume, positions=positions)
-    with pytest.raises(DataError, match=r"gantry tilt of about 15\.0°") as caught:
+    with pytest.raises(DataError, match="not in proportion to their distance") as caught:
         load_ct(tmp_path)
     assert caught.value.path == tmp_path and "dcm2niix" in str(caught.value)
 
@@ -487,3 +578,42 @@ def test_anonymous_id_is_a_short_salted_hash():
     assert first != anonymous_id("MRN-4712", salt="s3cret")
     with pytest.raises(ConfigError, match="salt"):
         anonymous_id("MRN-4711", salt="")
+
+
+class BrightVoxels:
+    """A rule as the model: voxels above 60 HU, so the test needs no trained checkpoint."""
+
+    def __init__(self) -> None:
+        self.sources = ["rule:hu>60"]
+
+    def segment(self, ct: CTVolume, flip_tta: bool = False) -> np.ndarray:
+        return ct.array > 60.0
+
+
+def test_sah_predict_reports_the_tilt_and_writes_the_mask_on_the_acquired_slices(tmp_path):
+    import json
+
+    from sah.cli.predict import Case, predict_case
+
+    tilted = tilted_positions(25.0)
+    acquired = sample_series(tilted)
+    write_series(tmp_path / "scan", acquired, positions=tilted)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = predict_case(Case("scan", tmp_path / "scan"), BrightVoxels(), False, out)
+    assert result["gantry_tilt_deg"] == pytest.approx(25.0, abs=0.01)
+    assert json.loads((out / "result.json").read_text())["gantry_tilt_deg"] == pytest.approx(25.0)
+    mask = nib.load(out / "mask.nii.gz")
+    assert mask.shape == TILT_SHAPE
+    # Each acquired pixel's mask value is the rule applied to that very pixel (HU stored as
+    # whole numbers: pixels within 1 HU of the cut may go either way).
+    data = np.asarray(mask.dataobj)
+    clear = np.abs(acquired - 60.0) > 1.0
+    shift_px = np.array([p[1] - TILT_ORIGIN[1] for p in tilted]) / 0.7
+    rows = np.arange(TILT_SHAPE[1])[:, None]
+    # Pixels whose nearest orthogonal voxel lies inside the field of view (not on its edge row).
+    inner = (rows >= 1) & (rows + shift_px <= TILT_SHAPE[1] - 2)
+    covered = np.broadcast_to(inner[None], TILT_SHAPE)
+    check = clear & covered
+    assert check.mean() > 0.5
+    np.testing.assert_array_equal(data[check], (acquired > 60.0)[check])

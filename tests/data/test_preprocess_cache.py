@@ -247,3 +247,32 @@ def test_benchmark_quick_run_writes_json_and_markdown(quick_benchmark) -> None:
     }
     assert result["speedup_warm_vs_no_cache"] > 0
     assert "Speed-up" in out.with_suffix(".md").read_text()
+
+
+def test_computing_cases_prints_timestamped_progress_and_hits_stay_silent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a terminal (pytest captures stderr) the progress is plain lines: the first case
+    computed and the last of the ``total`` announced; a second pass from the cache prints
+    nothing."""
+    import re
+
+    cases = [write_case(tmp_path / "src", name=f"c{i}", blood_hu=60.0 + i) for i in range(3)]
+    pipeline = CountingSwin(min_shape=None)
+    cache = PreprocessCache(tmp_path / "cache", total=3)
+    for image, label in cases:
+        cache.get_or_compute(image, label, pipeline)
+    lines = capsys.readouterr().err.splitlines()
+    name = re.escape(pipeline.name)
+    assert re.match(
+        rf"\[\d\d:\d\d:\d\d\] preprocessing {name}: case 1/3 \(\d+ s, 1 computed", lines[0]
+    )
+    assert re.match(
+        rf"\[\d\d:\d\d:\d\d\] preprocessing {name}: case 3/3 \(\d+ s, 3 computed", lines[-1]
+    )
+
+    again = PreprocessCache(tmp_path / "cache", total=3)
+    for image, label in cases:
+        again.get_or_compute(image, label, pipeline)
+    assert capsys.readouterr().err == ""
+    assert again.stats.hits == 3

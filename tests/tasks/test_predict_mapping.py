@@ -102,3 +102,12 @@ def test_in_plane_resampling_keeps_the_field_of_view() -> None:
     back = resample_in_plane(coarse, (8, 6))
     assert back.shape == x.shape
     np.testing.assert_allclose(back[1:-1, :, :], x[1:-1, :, :], atol=1e-5)  # linear: exact inside
+
+
+def test_overlay_legend_names_the_reference_only_when_there_is_one() -> None:
+    from sah.tasks.overlay import legend
+
+    image = np.zeros((4, 4, 2), dtype=np.float32)
+    mask = np.zeros((4, 4, 2), dtype=bool)
+    assert legend([("a", image, None, mask)]) == "red: prediction"
+    assert "green: reference" in legend([("a", image, mask, mask), ("b", image, None, mask)])

@@ -22,6 +22,7 @@ of seconds.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from sah.data.cache import atomic_file, cache_dir, commit_file, content_key
+from sah.data.progress import stamp
 from sah.data.synthetic.geodesic import geodesic_distance, voxels_near
 from sah.errors import DataError
 
@@ -364,6 +366,12 @@ def load_anatomy(voxel_mm: float, root: Path | None = None) -> Anatomy:
     """The anatomy at ``voxel_mm``, built and cached on first use, memoised per process."""
     path = anatomy_path(voxel_mm, root)
     if not path.exists():
+        # Once per cache folder, tens of seconds: say so rather than stay silent.
+        print(
+            f"{stamp()} building the MNI152 head anatomy at {voxel_mm:g} mm (once per cache)",
+            file=sys.stderr,
+            flush=True,
+        )
         anatomy = build_anatomy(voxel_mm)
         _save(anatomy, path)
     try:

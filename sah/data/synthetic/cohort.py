@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 
 from sah.data.cache import atomic_dir, cache_dir, content_key
+from sah.data.progress import Progress, stamp
 from sah.data.synthetic.anatomy import ANATOMY_VERSION, load_anatomy
 from sah.data.synthetic.config import SynthConfig
 from sah.data.synthetic.phantom import simulate, site_name
@@ -146,6 +147,7 @@ def ensure_cohort(
             f"cannot create the cache folder ({exc.strerror})",
             "set SAH_CACHE_DIR or paths.cache_dir to a writable folder",
         ) from exc
+    print(f"{stamp()} generating synthetic cohort into {final}", file=sys.stderr, flush=True)
     load_anatomy(config.anatomy_mm, root)  # build the shared anatomy once, before any worker
     started = time.perf_counter()
     n = config.patients
@@ -153,11 +155,19 @@ def ensure_cohort(
     with atomic_dir(final) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
-        if workers == 1:
-            rows = [write_patient(config, i, tmp, root) for i in range(n)]
-        else:
-            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-                rows = list(pool.map(write_patient, [config] * n, range(n), [tmp] * n, [root] * n))
+        rows: list[dict[str, object]] = []
+        label = f"synthetic cohort {config.kind} n={n}"
+        with Progress(label, total=n, unit="patient") as progress:
+            if workers == 1:
+                for i in range(n):
+                    rows.append(write_patient(config, i, tmp, root))
+                    progress.advance()
+            else:
+                with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+                    args = ([config] * n, range(n), [tmp] * n, [root] * n)
+                    for row in pool.map(write_patient, *args):
+                        rows.append(row)
+                        progress.advance()
         _write_manifest(rows, tmp / MANIFEST_NAME)
         provenance = {
             "config": config.hash_params(),
