@@ -1,4 +1,4 @@
-"""Parameter-efficient adapters for conv and linear layers (pure torch; see ADAPTERS.md).
+"""Parameter-efficient adapters for conv and linear layers (pure torch; see docs/ADAPTERS.md).
 
 LoRA family (``lora_c``, ``conv_lora``, ``cp_lora``) and DoRA family (``dora_c``,
 ``conv_dora``, ``cp_dora``) on ``nn.Linear``, ``nn.Conv{1,2,3}d`` and

@@ -1,4 +1,4 @@
-"""The factorisations of the weight update dW (ADAPTERS.md, "LoRA family").
+"""The factorisations of the weight update dW (docs/ADAPTERS.md, "The LoRA family").
 
 Each factorisation holds its trainable factors and builds dW in the canonical layout
 ``(g, c_out/g, c_in/g, k1, ..., kd)``, one independent factorisation per group. It also
@@ -64,7 +64,7 @@ class Factorisation(nn.Module):
 
     @staticmethod
     def count(geometry: Geometry, rank: int) -> int:
-        """Number of trainable parameters (the ADAPTERS.md formula, per group summed)."""
+        """Number of trainable parameters (docs/ADAPTERS.md, "Trainable-parameter counts")."""
         raise NotImplementedError
 
 

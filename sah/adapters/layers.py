@@ -1,7 +1,7 @@
 """``AdapterLayer``: a frozen base layer plus a trainable update, computing the layer with W'.
 
 LoRA family: ``W' = W0 + s dW``; DoRA family: ``W' = m V / ||V||`` with ``V = W0 + s dW``
-(ADAPTERS.md). One class serves ``nn.Linear``, ``nn.Conv{1,2,3}d`` and
+(docs/ADAPTERS.md). One class serves ``nn.Linear``, ``nn.Conv{1,2,3}d`` and
 ``nn.ConvTranspose{1,2,3}d``: the ``Geometry`` of the base layer carries what differs.
 """
 
@@ -81,7 +81,7 @@ class AdapterLayer(nn.Module):
         return self.magnitude is not None
 
     def num_adapter_parameters(self) -> int:
-        """The ADAPTERS.md count: factors, plus one magnitude per output channel for DoRA."""
+        """The docs/ADAPTERS.md count: factors, plus one magnitude per output channel for DoRA."""
         count = type(self.factors).count(self.geometry, self.rank)
         return count + (self.geometry.c_out if self.is_dora else 0)
 

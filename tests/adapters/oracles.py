@@ -1,4 +1,4 @@
-"""Independent computations of W' from factor values, written from ADAPTERS.md with loops.
+"""Independent computations of W' from factor values, written from docs/ADAPTERS.md with loops.
 
 Nothing here calls into ``sah.adapters``: each function takes the raw factor tensors and the
 base layer, and builds the effective weight by index arithmetic (``cp_lora`` through

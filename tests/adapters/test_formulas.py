@@ -1,4 +1,4 @@
-"""Every method on every layer geometry computes exactly the layer with the spec's W'."""
+"""Every method on every layer geometry computes the layer with the W' of docs/ADAPTERS.md."""
 
 from __future__ import annotations
 

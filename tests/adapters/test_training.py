@@ -1,4 +1,4 @@
-"""Parameter counts equal the ADAPTERS.md formulas; only adapters train; every factor moves."""
+"""Parameter counts equal the docs/ADAPTERS.md formulas; only adapters train; every factor moves."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sah.adapters import AdapterConfig, inject, set_compute_path, trainable_para
 
 
 def formula(method: str, layer, rank: int) -> int:
-    """ADAPTERS.md's trainable-parameter formulas, per group summed (groups share nothing)."""
+    """docs/ADAPTERS.md's trainable-parameter formulas, per group summed (groups share nothing)."""
     c_in, c_out, g, k = layer_dims(layer)
     lora = method.replace("dora_c", "lora_c").replace("_dora", "_lora")
     if not k:  # nn.Linear: classic LoRA whatever the method
