@@ -133,7 +133,6 @@ def test_standalone_packages_import_no_framework_and_nothing_else_of_sah(package
     assert not offences, f"{package} must stand alone:\n" + "\n".join(offences)
 
 
-@pytest.mark.xfail(strict=False, reason="until the sweep parent-run code moves to sah.tracking")
 def test_hydra_plugins_import_nothing_from_the_cli():
     offences = [
         f"{path.relative_to(ROOT)}:{line} imports {target}"

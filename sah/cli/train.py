@@ -95,7 +95,10 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     try:
         from sah.tasks.driver import run
 
-        return run(cfg, choices())
+        # Also here, not only in main(): launchers that start jobs in fresh processes (loky,
+        # submitit) call this function directly.
+        with quiet():
+            return run(cfg, choices())
     except user_error_types() as err:
         message = f"sah-train: {one_line(err)}"
         if multirun:

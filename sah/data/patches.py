@@ -78,7 +78,9 @@ def load_volume_cases(
             "data.manifest",
             f"{manifest} has no 'label' column; segmentation training needs a label per patient",
         )
-    cache = PreprocessCache(None if cache_root is None else Path(cache_root) / "preprocess")
+    cache = PreprocessCache(
+        None if cache_root is None else Path(cache_root) / "preprocess", total=len(table)
+    )
     has_site = "site" in table.columns
     cases: list[VolumeCase] = []
     skipped: list[str] = []

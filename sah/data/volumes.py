@@ -124,7 +124,8 @@ class VolumeDataModule(L.LightningDataModule):
             self.selection_fraction,
             read_folds_file(self.folds_file),
         )
-        cache = PreprocessCache(cache_dir(self.cache_root) / "preprocess")
+        total = sum(len(getattr(self.split, name)) for name in SPLITS)
+        cache = PreprocessCache(cache_dir(self.cache_root) / "preprocess", total=total)
         rows = cohort.set_index("patient_id")
         for name in SPLITS:
             for pid in getattr(self.split, name):

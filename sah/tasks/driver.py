@@ -36,6 +36,8 @@ log = logging.getLogger("sah.train")
 # What a sweeper may be given: selection-set metrics and the model's size, never test/*.
 OBJECTIVE_PREFIXES = ("val/",)
 OBJECTIVE_NAMES = ("trainable_params",)
+# Dataset-input contexts of the sets (the selection set is Lightning's validation set, val/*).
+SET_CONTEXTS = {"val": "selection"}
 
 
 @dataclass
@@ -81,6 +83,10 @@ class TaskRunner(ABC):
     def splits(self) -> dict[str, list[str]]:
         """Patient ids by set (train, val, test, ...), recorded with the run."""
         return {}
+
+    def cohort(self) -> tuple[Path, str] | None:
+        """(manifest file, cohort name) the run read, logged as its MLflow dataset input."""
+        return None
 
     def run_name(self) -> str:
         return f"{self.choices.get('model', 'model')}-fold{self.cfg.fold}"
@@ -230,7 +236,7 @@ def record_run(cfg: DictConfig, runner: TaskRunner, client: Any, run_id: str) ->
     log_params(client, run_id, {k: v for k, v in params.items() if v is not None})
     runner.out_dir.mkdir(parents=True, exist_ok=True)
     config_file = runner.out_dir / "resolved_config.yaml"
-    config_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    config_file.write_text(redacted(OmegaConf.to_yaml(cfg, resolve=True), cfg))
     log_artifact(client, run_id, config_file)
     splits = runner.splits()
     if splits:
@@ -238,6 +244,23 @@ def record_run(cfg: DictConfig, runner: TaskRunner, client: Any, run_id: str) ->
         rows = [f"{pid},{name}" for name, ids in splits.items() for pid in ids]
         split_file.write_text("patient_id,set\n" + "\n".join(rows) + "\n")
         log_artifact(client, run_id, split_file)
+    cohort = runner.cohort()
+    if cohort is not None:
+        from sah.tracking.datasets import log_cohort
+
+        # The MLflow runs table's Dataset column: the manifest, and who was in which set.
+        contexts = {SET_CONTEXTS.get(name, name): ids for name, ids in splits.items()}
+        log_cohort(client, run_id, cohort[0], contexts, name=cohort[1])
+
+
+def redacted(text: str, cfg: DictConfig) -> str:
+    """The config text without the password of a study's database URL."""
+    storage = OmegaConf.select(cfg, "optuna.storage", default=None)
+    if not storage:
+        return text
+    from sah.tracking.studies import display_url
+
+    return text.replace(str(storage), display_url(str(storage)))
 
 
 def log_metrics(

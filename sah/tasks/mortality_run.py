@@ -67,6 +67,10 @@ class MortalityRunner(TaskRunner):
             sets["holdout"] = split.holdout
         return sets
 
+    def cohort(self) -> tuple[Path, str] | None:
+        manifest = Path(self.datamodule.manifest)
+        return manifest, cohort_name(self.cfg) or manifest.parent.name
+
     def run_name(self) -> str:
         return run_name(self.cfg, self.choices)
 

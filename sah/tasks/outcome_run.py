@@ -101,7 +101,13 @@ class OutcomeRunner(TaskRunner):
         return params
 
     def splits(self) -> dict[str, list[str]]:
-        return {"cohort": [str(p) for p in self.y.index]}
+        """Every patient with a known outcome is in the CV (each held out once per repeat)."""
+        return {"cv": [str(p) for p in self.y.index]}
+
+    def cohort(self) -> tuple[Path, str] | None:
+        if self.cfg.data.get("source") != "table":
+            return None  # the synthetic EMR cohort is generated in memory, with no file
+        return Path(self.origin), Path(self.origin).name
 
     def fit(self, run_id: str | None, checkpoint: str | None) -> None:
         started = time.perf_counter()

@@ -63,6 +63,10 @@ class SegmentationRunner(TaskRunner):
             sets["external"] = [c.patient_id for c in external]
         return sets
 
+    def cohort(self) -> tuple[Path, str] | None:
+        manifest = Path(self.datamodule.manifest)
+        return manifest, cohort_name(self.cfg) or manifest.parent.name
+
     def run_name(self) -> str:
         return run_name(self.cfg, self.choices)
 
