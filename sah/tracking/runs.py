@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import signal
 import threading
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,8 @@ from mlflow.tracking import MlflowClient
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 CONFIG_ID_TAG = "sah.config_id"
+
+log = logging.getLogger("sah.train")
 
 # Keys that place a run (which fold, which seed, where files go), not what was trained: runs
 # that differ only in these are the same configuration.
@@ -96,6 +99,9 @@ def run_life(client: MlflowClient, run_id: str) -> Iterator[None]:
             yield
     except BaseException as err:
         stopped = bool(received) or isinstance(err, KeyboardInterrupt)
-        client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
+        status = "KILLED" if stopped else "FAILED"
+        client.set_terminated(run_id, status)
+        cause = signal.Signals(received[0]).name if received else type(err).__name__
+        log.warning("MLflow run %s ended %s (%s)", run_id, status, cause)
         raise
     client.set_terminated(run_id, "FINISHED")

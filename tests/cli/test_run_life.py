@@ -20,7 +20,9 @@ def client(tmp_path: Path) -> MlflowClient:
 
 
 def new_run(client: MlflowClient) -> str:
-    experiment = client.create_experiment("life")
+    import uuid
+
+    experiment = client.create_experiment(f"life-{uuid.uuid4().hex[:8]}")
     return client.create_run(experiment).info.run_id
 
 
@@ -60,15 +62,21 @@ def test_a_signal_turned_into_system_exit_still_counts_as_killed(client: MlflowC
     assert status(client, run_id) == "KILLED"
 
 
-def sah_train(*args: str, cwd: Path, **kwargs) -> subprocess.Popen[str]:
+def sah_train(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    """sah-train writing to files (a pipe nobody reads would block a long run's output)."""
     return subprocess.Popen(
         ["sah-train", *args],
         cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=(cwd / "stdout.log").open("w"),
+        stderr=(cwd / "stderr.log").open("w"),
         text=True,
-        **kwargs,
     )
+
+
+def finish(process: subprocess.Popen[str], cwd: Path, timeout: float = 600) -> str:
+    """Wait for the process; its stderr."""
+    process.wait(timeout=timeout)
+    return (cwd / "stderr.log").read_text()
 
 
 def runs_of(workdir: Path) -> list:
@@ -85,7 +93,7 @@ def runs_of(workdir: Path) -> list:
 
 def test_a_config_error_found_after_composition_leaves_no_run(tmp_path: Path, tiny_overrides):
     done = sah_train(*tiny_overrides(tmp_path), "fold=7", cwd=tmp_path)
-    _, stderr = done.communicate(timeout=600)
+    stderr = finish(done, tmp_path)
     assert done.returncode == 2
     assert "config key 'fold'" in stderr
     assert [r.info.status for r in runs_of(tmp_path)] == []
@@ -93,7 +101,7 @@ def test_a_config_error_found_after_composition_leaves_no_run(tmp_path: Path, ti
 
 def test_a_test_metric_is_refused_as_the_sweepers_objective(tmp_path: Path, tiny_overrides):
     done = sah_train(*tiny_overrides(tmp_path), "optimized_metric=test/dice", cwd=tmp_path)
-    _, stderr = done.communicate(timeout=600)
+    stderr = finish(done, tmp_path)
     assert done.returncode == 2
     (line,) = [x for x in stderr.splitlines() if x.startswith("sah-train:")]
     assert "config key 'optimized_metric'" in line and "'test/dice'" in line
@@ -104,22 +112,27 @@ def test_a_test_metric_is_refused_as_the_sweepers_objective(tmp_path: Path, tiny
 def test_a_crash_during_training_leaves_the_run_failed(tmp_path: Path, tiny_overrides) -> None:
     # The checkpoint callback monitors optimized_metric; a name nothing logs stops fit.
     done = sah_train(*tiny_overrides(tmp_path), "optimized_metric=val/no_such_metric", cwd=tmp_path)
-    done.communicate(timeout=600)
+    finish(done, tmp_path)
     assert done.returncode != 0
     assert [r.info.status for r in runs_of(tmp_path)] == ["FAILED"]
 
 
 def test_sigterm_during_training_leaves_the_run_killed(tmp_path: Path, tiny_overrides) -> None:
-    overrides = [*tiny_overrides(tmp_path), "trainer.max_epochs=500"]
+    # With its progress callback: one line per epoch on stderr says training runs.
+    quiet = [o for o in tiny_overrides(tmp_path) if not o.startswith("callbacks.progress")]
+    overrides = [*quiet, "trainer.max_epochs=500"]
     process = sah_train(*overrides, cwd=tmp_path)
     deadline = time.monotonic() + 300
+    # The first epoch line says training runs (and the store exists: reading it earlier would
+    # race sah-train's own creation of the database).
     while time.monotonic() < deadline and process.poll() is None:
-        running = [r for r in runs_of(tmp_path) if r.info.status == "RUNNING"]
-        if running and "train/loss" in running[0].data.metrics:  # an epoch has finished
+        if "epoch 1/" in (tmp_path / "stderr.log").read_text():
             break
         time.sleep(1)
-    assert process.poll() is None, process.communicate()[1][-2000:]
+    assert [r.info.status for r in runs_of(tmp_path)] == ["RUNNING"]
+    assert process.poll() is None, finish(process, tmp_path)[-2000:]
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=120)
+    stderr = finish(process, tmp_path, timeout=120)
+    assert "Traceback" not in stderr
     assert process.returncode != 0
     assert [r.info.status for r in runs_of(tmp_path)] == ["KILLED"]

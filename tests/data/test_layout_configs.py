@@ -30,7 +30,7 @@ def bhsd_tree(root: Path, n: int = 3) -> None:
 
 
 def test_bhsd_config_builds_manifest_and_loads_sah_labels(tmp_path: Path) -> None:
-    bhsd_tree(tmp_path / "bhsd", n=4)  # test fold, selection set (2) and training patients
+    bhsd_tree(tmp_path / "bhsd", n=5)  # test fold (2), selection set (2), a training patient
     register_schema()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -49,6 +49,6 @@ def test_bhsd_config_builds_manifest_and_loads_sah_labels(tmp_path: Path) -> Non
     assert Path(datamodule.manifest).is_file()
     datamodule.setup("fit")
     patients = datamodule.train_patients + datamodule.val_patients + datamodule.test_patients
-    assert len(patients) == 4
+    assert len(patients) == 5
     # labels=sah keeps class 4 only: 4 x 4 x 2 voxels per patient.
     assert all(int(p.label.sum()) == 32 for p in patients)
