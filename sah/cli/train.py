@@ -13,12 +13,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sah.cli.resolvers import register_resolvers
 from sah.cli.schema import register_schema
 from sah.errors import SahError
 
 log = logging.getLogger("sah.train")
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# At import: a SLURM or loky job unpickles the task function (importing this module) and then
+# resolves the config it was sent, without going through main().
+register_resolvers()
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
