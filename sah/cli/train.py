@@ -96,6 +96,9 @@ def main() -> None:
     except user_error_types() as err:
         print(f"sah-train: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where a sweeper or launcher turned it into one
+        print("sah-train: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

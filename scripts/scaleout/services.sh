@@ -148,6 +148,10 @@ up() {
 # Stops, newest first, each process (or process group, "-pid") that `up` recorded.
 down() {
   [[ -f $PIDS ]] || return 0
+  if [[ -f $STATE/pg/data/postmaster.pid ]]; then
+    runuser -u postgres -- "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/pg_ctl" \
+      -D "$STATE/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
   if [[ -f $STATE/slurm/slurm.conf ]]; then
     SLURM_CONF=$STATE/slurm/slurm.conf scancel --full --quiet --user=root 2>/dev/null || true
   fi
