@@ -8,15 +8,10 @@ so a job on another process, node or DDP rank sees the very same sampled values.
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import signal
-import socket
 import threading
-from collections.abc import Iterator
+import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
@@ -33,6 +28,12 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hydra_plugins.sah_optuna_sweeper._parent import (
+    claim_parent,
+    leave,
+    mark_alive,
+    this_process,
+)
 from hydra_plugins.sah_optuna_sweeper._results import write_results
 from hydra_plugins.sah_optuna_sweeper._search_space import (
     SearchSpace,
@@ -40,19 +41,30 @@ from hydra_plugins.sah_optuna_sweeper._search_space import (
     probe_values,
 )
 from hydra_plugins.sah_optuna_sweeper._study import (
-    PARENT_ATTR,
     PRUNER_ATTR,
+    REUSED_ATTR,
     SPACE_ATTR,
-    TRACKING_ATTR,
     StudyTrials,
     check_matches,
+    check_metric_names,
+    config_key,
     parse_directions,
     space_json,
+    space_size,
 )
 from sah.errors import ConfigError
-from sah.tracking.studies import absolute_storage_url, open_storage, storage_lock
+from sah.tracking.studies import absolute_storage_url, display_url, open_storage, storage_lock
+from sah.tracking.sweep_runs import (
+    ParentRun,
+    TrackingTarget,
+    check_sweep_metric,
+    end_status,
+    format_values,
+    show_sweep_progress,
+    signals_interrupt,
+)
 
-log = logging.getLogger("sah.sweep")
+log = show_sweep_progress()
 _ABSENT = object()
 
 
@@ -94,42 +106,6 @@ class SweepSettings:
         )
 
 
-@dataclass(frozen=True)
-class ParentRun:
-    uri: str
-    run_id: str
-    owned: bool
-
-
-def show_progress() -> None:
-    """The sweep's progress (trial, params, outcome) on stderr even when the app turned Hydra's
-    logging off (sah-train does: hydra/hydra_logging=none)."""
-    if not log.hasHandlers():
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s][sah.sweep] %(message)s", "%H:%M:%S"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (kill, SLURM preemption) ends the sweep like Ctrl-C: running trials are marked
-    interrupted (and queued again) and the parent run is closed, instead of dying silently."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
@@ -155,7 +131,8 @@ class OptunaSweep:
         # Hydra sets this only inside jobs; the sweep's own keys (tracking.uri, sweep dir) may
         # interpolate ${hydra:runtime.cwd} too.
         HydraConfig.instance().set_config(config)
-        show_progress()
+        # The sweep prints its own lines (trial, values, parent run); Optuna's repeat them.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -199,13 +176,20 @@ class OptunaSweep:
             )
 
     def _objective_names(self, count: int) -> list[str]:
-        metrics = (
-            self.config.get("optimized_metrics") if "optimized_metrics" in self.config else None
-        )
+        """What each job returns, by name (``val/dice``, ``trainable_params``): the study's
+        metric names. Only selection metrics may choose anything: ``test/*`` is refused."""
+        metrics = OmegaConf.select(self.config, "optimized_metrics", default=None)
         if metrics:
-            return [str(m) for m in metrics]
-        single = self.config.get("optimized_metric") if "optimized_metric" in self.config else None
-        return [str(single)] if single and count == 1 else [f"objective {i}" for i in range(count)]
+            names = [str(m) for m in metrics]
+            for name in names:
+                check_sweep_metric(name, "optimized_metrics")
+            return names
+        single = OmegaConf.select(self.config, "optimized_metric", default=None)
+        if single:
+            check_sweep_metric(str(single), "optimized_metric")
+            if count == 1:
+                return [str(single)]
+        return [f"objective {i}" for i in range(count)]
 
     def _validate(self, space: SearchSpace) -> None:
         """Compose the config with each searched value before any trial starts, so a key the
@@ -247,7 +231,12 @@ class OptunaSweep:
         return self.settings.n_trials
 
     def _open_study(
-        self, storage: Any, space: SearchSpace, directions: list[str], sampler: Any
+        self,
+        storage: Any,
+        space: SearchSpace,
+        directions: list[str],
+        sampler: Any,
+        names: list[str],
     ) -> StudyTrials:
         study = optuna.create_study(
             storage=storage,
@@ -257,33 +246,30 @@ class OptunaSweep:
             load_if_exists=True,
         )
         check_matches(study, space.distributions, directions)
+        check_metric_names(study, names)
         if SPACE_ATTR not in study.user_attrs:
             study.set_user_attr(SPACE_ATTR, space_json(space.distributions))
         study.set_user_attr(PRUNER_ATTR, self.settings.pruner)
-        study.set_user_attr("sah.objective_names", self._objective_names(len(directions)))
+        if study.metric_names != names:  # optuna-dashboard shows them instead of "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(names)
         return StudyTrials(study, storage)
 
     def _open_parent(
         self, trials: StudyTrials, url: str, space: SearchSpace, directions: list[str]
     ) -> ParentRun | None:
-        from sah.cli.sweep_parent import tracking_target
-        from sah.tracking.sweep_runs import log_files, require_run, start_parent_run
-
-        target = tracking_target(self.config)
+        """The study's parent run: created by the first process, joined by the others."""
+        tracking = OmegaConf.select(self.config, "tracking", default=None)
+        settings = (
+            {k: OmegaConf.select(tracking, k, default=None) for k in tracking}
+            if isinstance(tracking, DictConfig)
+            else None
+        )
+        default = OmegaConf.select(self.config, "task.experiment_name", default=None)
+        target = TrackingTarget.from_settings(settings, default)
         if target is None:
             return None
-        if target.parent_run_id:
-            require_run(target.uri, str(target.parent_run_id))
-            return ParentRun(target.uri, str(target.parent_run_id), owned=False)
-        study = trials.study
-        previous = study.user_attrs.get(PARENT_ATTR)
-        if previous and study.user_attrs.get(TRACKING_ATTR) == target.uri:
-            try:
-                require_run(target.uri, previous)
-            except ConfigError:
-                previous = None  # deleted from MLflow: start a new parent
-        else:
-            previous = None
         params = {
             "sweep.sampler": self.settings.sampler.get("_target_", ""),
             "sweep.pruner": self.settings.pruner.get("_target_", ""),
@@ -293,30 +279,27 @@ class OptunaSweep:
             "sweep.fixed_overrides": " ".join(space.fixed),
             **{f"sweep.params.{k}": repr(d) for k, d in space.distributions.items()},
         }
-        run_id = start_parent_run(
-            target.uri,
-            target.experiment,
-            target.artifact_location,
-            run_name=f"sweep-{self.study_name}",
-            tags={
-                "sah.sweeper": "sah_optuna",
-                "sah.sweep_dir": str(self.sweep_dir),
-                "optuna.study_name": self.study_name,
-                "optuna.storage": url,
-            },
-            params=params,
-            run_id=previous,
+        tags = {
+            "sah.sweeper": "sah_optuna",
+            "sah.sweep_dir": str(self.sweep_dir),
+            "optuna.study_name": self.study_name,
+            "optuna.storage": display_url(url),
+        }
+        parent = claim_parent(
+            trials.study, target, f"sweep-{self.study_name}", tags=tags, params=params
         )
-        study.set_user_attr(PARENT_ATTR, run_id)
-        study.set_user_attr(TRACKING_ATTR, target.uri)
-        log_files(target.uri, run_id, [self.sweep_dir / "multirun.yaml"])  # the sweep's config
-        return ParentRun(target.uri, run_id, owned=True)
+        if parent.owned:
+            from sah.tracking.sweep_runs import log_files
+
+            log_files(target.uri, parent.run_id, [self.sweep_dir / "multirun.yaml"])
+        return parent
 
     # ---------------------------------------------------------------- the loop
     def run(self, arguments: list[str]) -> list[JobReturn]:
         self._check_budget()
         directions = parse_directions(self.settings.direction)
         self._check_objectives(directions)
+        self.names = self._objective_names(len(directions))
         space = self._search_space(arguments)
         self._validate(space)
         sampler = self._sampler(space)
@@ -325,30 +308,51 @@ class OptunaSweep:
         url = absolute_storage_url(
             self.settings.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}", Path.cwd()
         )
-        with storage_lock(url):  # processes sharing a new storage must not create it twice
+        # Processes sharing a storage must not create it, the study or its parent run twice.
+        with storage_lock(url):
             storage = open_storage(url)  # a ConfigError naming the key if it cannot be reached
-            trials = self._open_study(storage, space, directions, sampler)
+            trials = self._open_study(storage, space, directions, sampler, self.names)
             parent = self._open_parent(trials, url, space, directions)
         log.info(
             "Optuna study %r in %s: %d of %d trials done before this run",
             self.study_name,
-            url,
+            display_url(url),
             trials.used_budget(),
             self.settings.n_trials,
         )
         if parent is not None:
-            log.info("MLflow parent run of this sweep: %s", parent.run_id)
+            log.info("MLflow parent run of this study: %s", parent.run_id)
+        error: BaseException | None = None
         try:
-            with sigterm_as_interrupt():
+            with signals_interrupt():
                 results = self._loop(trials, space, url, parent, self._budget(sampler))
-        except BaseException:
-            self._close_parent(parent, "KILLED")
+                write_results(trials.study, self.sweep_dir, url, parent)
+            return results
+        except BaseException as err:
+            error = err
             raise
-        try:
-            write_results(trials.study, self.sweep_dir, url, parent)
         finally:
-            self._close_parent(parent, "FINISHED")
-        return results
+            self._leave(trials, url, parent, end_status(error))
+
+    def _leave(self, trials: StudyTrials, url: str, parent: ParentRun | None, status: str) -> None:
+        """Sign out of the study; the last process out ends the parent run with ``status``."""
+        try:
+            with storage_lock(url):
+                ended = leave(trials.study, parent, status, self.settings.heartbeat_s)
+        except Exception as err:  # the storage went away: still end what this process owns
+            log.warning("could not sign out of the study: %s", err)
+            from sah.tracking.sweep_runs import close_parent_run
+
+            close_parent_run(parent, status)
+            ended = True
+        if parent is not None and parent.owned:
+            if ended:
+                log.info("MLflow parent run %s ended %s", parent.run_id, status)
+            else:
+                log.info(
+                    "MLflow parent run %s stays open: other processes of the study still run",
+                    parent.run_id,
+                )
 
     def _concurrency(self) -> int:
         n = self.settings.n_jobs
@@ -384,6 +388,8 @@ class OptunaSweep:
                     trial = self._ask(trials, space, url, asked, budget)
                     if trial is None:
                         break
+                    if self._reuse_if_done(trials, trial, space):
+                        continue
                     asked[trial.number] = trial
                     overrides = self._overrides(trial, space, url, parent)
                     if pool is None:  # in this thread: the basic launcher is not thread-safe
@@ -412,6 +418,7 @@ class OptunaSweep:
         while not self._stop_heartbeat.wait(self.settings.heartbeat_s):
             try:
                 trials.mark_alive(list(asked))
+                mark_alive(trials.study)  # this process still works on the study
             except Exception as err:  # a storage hiccup must not end the sweep
                 log.warning("could not mark running trials alive: %s", err)
 
@@ -428,6 +435,10 @@ class OptunaSweep:
                 self.settings.heartbeat_s, set(asked), retry=self.settings.retry_interrupted
             )
             if trials.used_budget() >= budget:
+                return None
+            size = space_size(space) if not self.settings.custom_search_space else None
+            if size is not None and len(trials.completed_configurations()) >= size:
+                log.info("all %d configurations of the search space are complete", size)
                 return None
             trial = trials.study.ask(fixed_distributions=dict(space.distributions))
         trials.mark_alive([trial.number])
@@ -447,11 +458,32 @@ class OptunaSweep:
             ]
         if parent is not None:
             overrides.append(f"tracking.parent_run_id={_quote(parent.run_id)}")
-        trial.set_user_attr("sah.overrides", overrides)
-        trial.set_user_attr("sah.sweeper", f"{socket.gethostname()}:{os.getpid()}")
+        shown = [o.replace(url, display_url(url)) for o in overrides]  # no password stored
+        trial.set_user_attr("sah.overrides", shown)
+        trial.set_user_attr("sah.sweeper", this_process())
         sampled = " ".join(f"{k}={v}" for k, v in trial.params.items())
         log.info("trial %d: %s", trial.number, sampled)
         return overrides
+
+    def _reuse_if_done(self, trials: StudyTrials, trial: optuna.Trial, space: SearchSpace) -> bool:
+        """A configuration the study already completed is not run again: the new trial takes
+        the earlier trial's values (and MLflow run), and the sweep says so."""
+        earlier = trials.completed_configurations().get(config_key(trial.params))
+        if earlier is None:
+            return False
+        trial.set_user_attr(REUSED_ATTR, earlier.number)
+        if earlier.user_attrs.get("mlflow_run_id"):
+            trial.set_user_attr("mlflow_run_id", earlier.user_attrs["mlflow_run_id"])
+        trials.study.tell(trial, values=earlier.values)
+        sampled = " ".join(f"{k}={v}" for k, v in trial.params.items())
+        log.info(
+            "trial %d: %s was completed by trial %d; its values reused, no job run: %s",
+            trial.number,
+            sampled,
+            earlier.number,
+            format_values(self.names, earlier.values),
+        )
+        return True
 
     def _launch(self, overrides: list[str], number: int) -> JobReturn | BaseException:
         try:
@@ -477,7 +509,7 @@ class OptunaSweep:
         if problem:
             log.error("trial %d failed: %s", trial.number, problem)
         else:
-            shown = frozen.values if frozen.values is not None else "-"
+            shown = format_values(self.names, frozen.values)
             log.info("trial %d %s: %s", trial.number, frozen.state.name, shown)
         if parent is not None and run_id is not None:
             self._tag_child(parent, run_id, frozen)
@@ -503,20 +535,9 @@ class OptunaSweep:
             client = get_client(parent.uri)
             client.set_tag(run_id, "optuna.state", frozen.state.name)
             if frozen.values is not None:
-                values = ",".join(f"{v:.6g}" for v in frozen.values)
-                client.set_tag(run_id, "optuna.values", values)
+                client.set_tag(run_id, "optuna.values", format_values(self.names, frozen.values))
         except Exception as err:
             log.warning("could not tag the MLflow run of trial %d: %s", frozen.number, err)
-
-    def _close_parent(self, parent: ParentRun | None, status: str) -> None:
-        if parent is None or not parent.owned:
-            return
-        from sah.tracking.sweep_runs import end_parent_run
-
-        try:
-            end_parent_run(parent.uri, parent.run_id, status)
-        except Exception as err:
-            log.warning("could not close the MLflow parent run %s: %s", parent.run_id, err)
 
 
 def interpret(

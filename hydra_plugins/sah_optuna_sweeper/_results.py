@@ -11,13 +11,31 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from hydra_plugins.sah_optuna_sweeper._study import INTERRUPTED_ATTR, REUSED_ATTR
+from sah.tracking.studies import display_url
+from sah.tracking.sweep_runs import format_values
+
 log = logging.getLogger("sah.sweep")
+# Trial user attrs worth a column of trials.csv; the others (liveness marks, the overrides with
+# the storage URL, the sweeping process) are the sweeper's own bookkeeping.
+PUBLIC_ATTRS = {
+    "mlflow_run_id": "mlflow_run_id",
+    REUSED_ATTR: "reused_from_trial",
+    "sah.retry_of": "retry_of_trial",
+    INTERRUPTED_ATTR: "interrupted",
+}
 
 
-def _trial_record(trial: FrozenTrial) -> dict[str, Any]:
+def metric_names(study: optuna.Study) -> list[str]:
+    """The names of the study's values (``val/dice``), ``objective <i>`` where none was set."""
+    names = study.metric_names
+    return list(names) if names else [f"objective {i}" for i in range(len(study.directions))]
+
+
+def _trial_record(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
     return {
         "number": trial.number,
-        "values": list(trial.values or []),
+        "values": dict(zip(names, trial.values or [], strict=False)),
         "params": dict(trial.params),
         "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
     }
@@ -28,9 +46,11 @@ def summary(study: optuna.Study, storage_url: str) -> dict[str, Any]:
     counts = {state.name.lower(): 0 for state in TrialState}
     for trial in trials:
         counts[trial.state.name.lower()] += 1
+    names = metric_names(study)
     out: dict[str, Any] = {
         "name": study.study_name,
-        "storage": storage_url,
+        "storage": display_url(storage_url),
+        "metrics": names,
         "directions": [d.name.lower() for d in study.directions],
         "n_trials": len(trials),
         "trials_by_state": {k: v for k, v in counts.items() if v},
@@ -41,26 +61,55 @@ def summary(study: optuna.Study, storage_url: str) -> dict[str, Any]:
         best = study.best_trial
         out.update(
             best_trial=best.number,
+            best_metric=names[0],
             best_value=best.value,
             best_params=dict(best.params),
             best_mlflow_run_id=best.user_attrs.get("mlflow_run_id"),
         )
     else:
-        out["pareto_front"] = [_trial_record(t) for t in study.best_trials]
+        out["pareto_front"] = [_trial_record(t, names) for t in study.best_trials]
     return out
 
 
 def pareto_table(study: optuna.Study, path: Path) -> Path:
     import pandas as pd
 
+    names = metric_names(study)
     rows = []
     for trial in sorted(study.best_trials, key=lambda t: t.number):
         row: dict[str, Any] = {"number": trial.number}
-        row.update({f"value_{i}": v for i, v in enumerate(trial.values)})
-        row.update({f"params_{k}": v for k, v in trial.params.items()})
+        row.update(dict(zip(names, trial.values, strict=False)))
+        row.update(trial.params)
         row["mlflow_run_id"] = trial.user_attrs.get("mlflow_run_id")
         rows.append(row)
     pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def trials_table(study: optuna.Study, path: Path) -> Path:
+    """Every trial: number, state, one column per metric and per parameter, times, its MLflow
+    run, and whether it was a retry or reused an earlier trial's values."""
+    import pandas as pd
+
+    names = metric_names(study)
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
+        row.update(dict(zip(names, trial.values or [None] * len(names), strict=False)))
+        row.update(trial.params)
+        row["datetime_start"] = trial.datetime_start
+        row["datetime_complete"] = trial.datetime_complete
+        if trial.datetime_start and trial.datetime_complete:
+            row["duration_s"] = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        else:
+            row["duration_s"] = None
+        for attr, column in PUBLIC_ATTRS.items():
+            row[column] = trial.user_attrs.get(attr)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for column in ("reused_from_trial", "retry_of_trial"):  # trial numbers, not 0.0
+        table[column] = table[column].astype("Int64")
+    table.to_csv(path, index=False)
     return path
 
 
@@ -102,19 +151,16 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage_url: str, parent
     info = summary(study, storage_url)
     files = [sweep_dir / "optimization_results.yaml"]
     files[0].write_text(yaml.safe_dump(info, sort_keys=False))
-    trials_csv = sweep_dir / "trials.csv"
-    study.trials_dataframe().to_csv(trials_csv, index=False)
-    files.append(trials_csv)
+    files.append(trials_table(study, sweep_dir / "trials.csv"))
     if len(study.directions) > 1 and "pareto_front" in info:
         files.append(pareto_table(study, sweep_dir / "pareto_front.csv"))
-        metrics = study.user_attrs.get("sah.objective_names")
-        plot = pareto_plot(study, sweep_dir / "pareto_front.png", metrics)
+        plot = pareto_plot(study, sweep_dir / "pareto_front.png", metric_names(study))
         if plot is not None:
             files.append(plot)
     if "best_trial" in info:
-        log.info(
-            "best trial %d: %s = %s", info["best_trial"], info["best_params"], info["best_value"]
-        )
+        sampled = " ".join(f"{k}={v}" for k, v in info["best_params"].items())
+        shown = format_values(info["metrics"], [info["best_value"]])
+        log.info("best trial %d: %s -> %s", info["best_trial"], sampled, shown)
     elif "pareto_front" in info:
         log.info("Pareto front: trials %s", [t["number"] for t in info["pareto_front"]])
     if parent is None:
@@ -130,6 +176,7 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage_url: str, parent
             client.set_tag(parent.run_id, "optuna.best_trial", str(info["best_trial"]))
             client.set_tag(parent.run_id, "optuna.best_params", str(info["best_params"]))
             client.log_metric(parent.run_id, "best_value", float(info["best_value"]))
+            client.set_tag(parent.run_id, "optuna.best_metric", info["best_metric"])
             if info.get("best_mlflow_run_id"):
                 client.set_tag(parent.run_id, "optuna.best_run_id", info["best_mlflow_run_id"])
         if "pareto_front" in info:

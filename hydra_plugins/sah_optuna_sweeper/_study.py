@@ -9,7 +9,14 @@ import time
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+    json_to_distribution,
+)
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
@@ -24,6 +31,8 @@ SPACE_ATTR = "sah.search_space"
 PRUNER_ATTR = "sah.pruner"
 PARENT_ATTR = "sah.mlflow_parent_run_id"
 TRACKING_ATTR = "sah.tracking_uri"
+# Set on a trial whose configuration an earlier trial had completed: that trial's number.
+REUSED_ATTR = "sah.reused_from"
 # A running trial whose process has not marked it for this many heartbeats is interrupted.
 STALE_HEARTBEATS = 5
 
@@ -78,6 +87,39 @@ def check_matches(
         )
 
 
+def check_metric_names(study: optuna.Study, names: list[str]) -> None:
+    """A resumed study must optimise the same metrics (a value of val/loss next to values of
+    val/dice would rank nonsense)."""
+    existing = study.metric_names
+    if existing is not None and list(existing) != list(names):
+        key = "optimized_metrics" if len(names) > 1 else "optimized_metric"
+        raise ConfigError(
+            key,
+            f"study {study.study_name!r} optimises {list(existing)}, this sweep returns {names}",
+            "return the same metrics to resume it, or use another hydra.sweeper.study_name",
+        )
+
+
+def config_key(params: dict[str, Any]) -> str:
+    """One configuration (the sampled values), comparable across trials."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def space_size(space: Any) -> int | None:
+    """How many configurations a search space holds; None when it is continuous."""
+    size = 1
+    for dist in space.distributions.values():
+        if isinstance(dist, CategoricalDistribution):
+            size *= len(dist.choices)
+        elif isinstance(dist, IntDistribution):
+            size *= (dist.high - dist.low) // (1 if dist.log else dist.step) + 1
+        elif isinstance(dist, FloatDistribution) and dist.step is not None:
+            size *= round((dist.high - dist.low) / dist.step) + 1
+        else:
+            return None
+    return size
+
+
 def counts_toward_budget(trial: FrozenTrial) -> bool:
     """Finished and running trials use up n_trials; waiting ones and interrupted ones do not."""
     if trial.state == TrialState.WAITING:
@@ -98,6 +140,13 @@ class StudyTrials:
 
     def used_budget(self) -> int:
         return sum(counts_toward_budget(t) for t in self.study.get_trials(deepcopy=False))
+
+    def completed_configurations(self) -> dict[str, FrozenTrial]:
+        """Each configuration the study completed, with the first trial that ran it."""
+        done: dict[str, FrozenTrial] = {}
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            done.setdefault(config_key(trial.params), trial)
+        return done
 
     def mark_alive(self, numbers: list[int]) -> None:
         for number in numbers:

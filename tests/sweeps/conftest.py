@@ -7,10 +7,11 @@ migrations) takes several seconds.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,24 @@ def run_app(workdir: Path) -> RunApp:
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A private PostgreSQL server on 127.0.0.1 for the session (see pg_server.py)."""
+    from pg_server import postgres_bindir, private_postgres
+
+    if postgres_bindir() is None:
+        pytest.skip("PostgreSQL is not installed here (apt-get install -y postgresql)")
+    pytest.importorskip("psycopg", reason="no PostgreSQL driver: pip install -e '.[postgres]'")
+    with private_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_database(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """The URL of a new, empty database on the test server (no Optuna schema yet)."""
+    from pg_server import create_database
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
+    return create_database(postgres_server, f"{name}_{os.getpid()}")

@@ -178,7 +178,7 @@ def test_multi_objective_saves_the_pareto_front(run_app, workdir: Path) -> None:
         "hydra/sweeper/sampler=random",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.direction=[maximize,minimize]",
-        "optimized_metrics=[score,trainable_params]",
+        "optimized_metrics=[val/score,trainable_params]",
         "x=interval(0,1)",
         "y=choice(1,2,3)",
     )

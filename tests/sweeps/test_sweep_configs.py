@@ -48,4 +48,4 @@ def test_launchers_and_ddp_trainer() -> None:
 
 def test_every_multirun_gets_the_parent_run_callback() -> None:
     callbacks = compose_hydra([]).hydra.callbacks
-    assert callbacks.mlflow_parent_run._target_ == "sah.cli.sweep_parent.MlflowParentRun"
+    assert callbacks.mlflow_parent_run._target_ == "sah.cli.sweep_callback.MlflowParentRun"

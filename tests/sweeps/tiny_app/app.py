@@ -49,14 +49,23 @@ def main(cfg: DictConfig) -> float | list[float]:
     if cfg.optuna.trial_number is not None:
         tags["optuna.trial_number"] = str(cfg.optuna.trial_number)
         tags["optuna.study_name"] = str(cfg.optuna.study_name)
-    run = client.create_run(experiment_id, run_name=f"tiny-x{cfg.x}", tags=tags)
+    # As sah-train names its runs: what differs, then -t<trial> for an Optuna trial.
+    name = f"tiny-x{cfg.x}-y{cfg.y}"
+    if cfg.optuna.trial_number is not None:
+        name += f"-t{cfg.optuna.trial_number}"
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
     value = score(float(cfg.x), int(cfg.y))
-    client.log_metric(run.info.run_id, "score", value)
+    client.log_metric(run.info.run_id, "val/score", value)
     client.log_param(run.info.run_id, "trainable_params", int(cfg.y) * 100)
     client.set_terminated(run.info.run_id)
     if cfg.optimized_metrics:
         return [value, float(cfg.y) * 100]
     return value
+
+
+def broken_search_space(cfg: DictConfig, trial: object) -> None:
+    """A custom search space with a bug: it crashes the sweep itself (not one trial)."""
+    raise RuntimeError("bug in the custom search space")
 
 
 if __name__ == "__main__":
