@@ -329,8 +329,8 @@ def scenario_interrupt(work: Work, report: Report) -> None:
     parents, _ = split_runs(runs_of(uri, EXPERIMENT))
     report.add(
         "slurm-interrupt",
-        "parent run ended",
-        len(parents) == 1 and parents[0].info.status != "RUNNING",
+        "parent run ended KILLED",
+        len(parents) == 1 and parents[0].info.status == "KILLED",
         f"{[p.info.status for p in parents]}",
     )
 

@@ -145,7 +145,16 @@ up() {
   start_mlflow
 }
 
-# Stops, newest first, each process (or process group, "-pid") that `up` recorded.
+descendants() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do
+    echo "$child"
+    descendants "$child"
+  done
+}
+
+# Stops, newest first, each process (or process group, "-pid") that `up` recorded, and every
+# process they started (the MLflow server's workers and job consumer).
 down() {
   [[ -f $PIDS ]] || return 0
   if [[ -f $STATE/pg/data/postmaster.pid ]]; then
@@ -155,13 +164,20 @@ down() {
   if [[ -f $STATE/slurm/slurm.conf ]]; then
     SLURM_CONF=$STATE/slurm/slurm.conf scancel --full --quiet --user=root 2>/dev/null || true
   fi
-  tac "$PIDS" | while read -r pid; do
-    kill -TERM -- "$pid" 2>/dev/null || true
+  local targets=() entry pid
+  while read -r entry; do
+    [[ -n $entry ]] || continue
+    targets+=("$entry")
+    mapfile -t -O "${#targets[@]}" targets < <(descendants "${entry#-}")
+  done < <(tac "$PIDS")
+  for pid in "${targets[@]}"; do kill -TERM -- "$pid" 2>/dev/null || true; done
+  for _ in $(seq 10); do
+    local alive=0
+    for pid in "${targets[@]}"; do kill -0 -- "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 1
   done
-  sleep 2
-  tac "$PIDS" | while read -r pid; do
-    kill -KILL -- "$pid" 2>/dev/null || true
-  done
+  for pid in "${targets[@]}"; do kill -KILL -- "$pid" 2>/dev/null || true; done
   : >"$PIDS"
   say "stopped everything started in $STATE"
 }
