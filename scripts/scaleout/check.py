@@ -129,9 +129,18 @@ def split_runs(runs: list) -> tuple[list, list]:
     return parents, children
 
 
-def queue_empty() -> tuple[bool, str]:
-    done = subprocess.run(["squeue", "-h", "-o", "%i %T %r"], capture_output=True, text=True)
-    return done.returncode == 0 and not done.stdout.strip(), done.stdout.strip() or done.stderr
+def queue_empty(wait_s: float = 60) -> tuple[bool, str]:
+    """Whether SLURM's queue drains (within ``wait_s``: a job whose result is written still
+    shows RUNNING, then COMPLETING, for a few seconds while its processes exit)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        done = subprocess.run(["squeue", "-h", "-o", "%i %T %r"], capture_output=True, text=True)
+        listed = "; ".join(done.stdout.split("\n")).strip("; ") or done.stderr.strip()
+        if done.returncode == 0 and not done.stdout.strip():
+            return True, ""
+        if time.monotonic() > deadline:
+            return False, f"still queued after {wait_s:.0f} s: {listed}"
+        time.sleep(2)
 
 
 def last_lines(text: str, n: int = 2) -> str:
@@ -324,7 +333,6 @@ def scenario_interrupt(work: Work, report: Report) -> None:
         proc.wait()
     log = work.log("interrupt")
     report.add("slurm-interrupt", "SIGTERM cancels", "cancelled SLURM job(s)" in log)
-    time.sleep(5)  # scancel'd jobs leave the queue (COMPLETING) within seconds
     report.add("slurm-interrupt", "queue empty after", *queue_empty())
     parents, _ = split_runs(runs_of(uri, EXPERIMENT))
     report.add(
