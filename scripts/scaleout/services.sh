@@ -145,6 +145,22 @@ up() {
   start_mlflow
 }
 
+# slurmstepd processes of this cluster (they detach from slurmd): those holding a socket in
+# this cluster's spool folder.
+step_pids() {
+  local inodes pid fd
+  inodes=$(awk -v dir="$STATE/slurm/d/" 'index($8, dir) == 1 { print "socket:[" $7 "]" }' /proc/net/unix)
+  [[ -n $inodes ]] || return 0
+  for pid in $(pgrep -x slurmstepd 2>/dev/null); do
+    for fd in /proc/"$pid"/fd/*; do
+      if grep -qxF -- "$(readlink "$fd" 2>/dev/null)" <<<"$inodes"; then
+        echo "$pid"
+        break
+      fi
+    done
+  done
+}
+
 descendants() {
   local child
   for child in $(pgrep -P "$1" 2>/dev/null); do
@@ -163,8 +179,15 @@ down() {
   fi
   if [[ -f $STATE/slurm/slurm.conf ]]; then
     SLURM_CONF=$STATE/slurm/slurm.conf scancel --full --quiet --user=root 2>/dev/null || true
+    # Let job steps finish their clean-up while slurmd, slurmctld and munge still answer.
+    for _ in $(seq 30); do
+      [[ -n $(SLURM_CONF=$STATE/slurm/slurm.conf squeue -h 2>/dev/null) || -n $(step_pids) ]] ||
+        break
+      sleep 1
+    done
   fi
   local targets=() entry pid
+  mapfile -t targets < <(step_pids)
   while read -r entry; do
     [[ -n $entry ]] || continue
     targets+=("$entry")
