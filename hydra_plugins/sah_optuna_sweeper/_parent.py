@@ -9,8 +9,8 @@ Each process also signs itself in on the study (a user attr ``sah.process.<host>
 holding its last sign of life, refreshed with the trials' heartbeat). A process leaving marks
 itself ``left``; only the last live one ends the parent run, with its own end status
 (FINISHED, KILLED, FAILED), so a process that finishes early does not end the parent while
-another still runs trials under it. A process killed without warning stops refreshing its mark
-and no longer counts after a few heartbeats.
+another still runs trials under it. A process killed without warning no longer counts: at once
+on the same machine (its process id is gone), after a few missed heartbeats elsewhere.
 """
 
 from __future__ import annotations
@@ -72,6 +72,21 @@ def mark_alive(study: optuna.Study) -> None:
     study.set_user_attr(MEMBER_PREFIX + this_process(), time.time())
 
 
+def _still_running(member: str) -> bool:
+    """False for a process of this machine that no longer exists (killed with SIGKILL); other
+    machines' processes cannot be asked, their marks going stale tells."""
+    host, _, pid = member.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
 def live_members(study: optuna.Study, heartbeat_s: float) -> list[str]:
     """Processes of the study, other than this one, that showed a sign of life lately."""
     now, me = time.time(), MEMBER_PREFIX + this_process()
@@ -82,6 +97,7 @@ def live_members(study: optuna.Study, heartbeat_s: float) -> list[str]:
         and key != me
         and isinstance(value, int | float)
         and now - value <= STALE_HEARTBEATS * heartbeat_s
+        and _still_running(key.removeprefix(MEMBER_PREFIX))
     ]
 
 

@@ -176,6 +176,8 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage_url: str, parent
             client.set_tag(parent.run_id, "optuna.best_trial", str(info["best_trial"]))
             client.set_tag(parent.run_id, "optuna.best_params", str(info["best_params"]))
             client.log_metric(parent.run_id, "best_value", float(info["best_value"]))
+            # Named by its metric too, e.g. best/val/dice, so the runs table says what it is.
+            client.log_metric(parent.run_id, f"best/{info['best_metric']}", info["best_value"])
             client.set_tag(parent.run_id, "optuna.best_metric", info["best_metric"])
             if info.get("best_mlflow_run_id"):
                 client.set_tag(parent.run_id, "optuna.best_run_id", info["best_mlflow_run_id"])

@@ -67,8 +67,8 @@ def run_app(workdir: Path) -> RunApp:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """A private PostgreSQL server on 127.0.0.1 for the session (see pg_server.py)."""
-    from pg_server import postgres_bindir, private_postgres
+    """A private PostgreSQL server on 127.0.0.1 for the session (see db_servers.py)."""
+    from db_servers import postgres_bindir, private_postgres
 
     if postgres_bindir() is None:
         pytest.skip("PostgreSQL is not installed here (apt-get install -y postgresql)")
@@ -77,10 +77,37 @@ def postgres_server() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[str]:
+    """A private MariaDB (MySQL) server on 127.0.0.1 for the session (see db_servers.py)."""
+    from db_servers import mariadb_binaries, private_mariadb
+
+    if mariadb_binaries() is None:
+        pytest.skip("MariaDB is not installed here (apt-get install -y mariadb-server)")
+    pytest.importorskip("pymysql", reason="no MySQL driver: pip install -e '.[mysql]'")
+    with private_mariadb() as url:
+        yield url
+
+
+def _database_name(request: pytest.FixtureRequest) -> str:
+    name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40].lower()
+    return f"t_{name}_{os.getpid()}"
+
+
 @pytest.fixture
 def fresh_database(postgres_server: str, request: pytest.FixtureRequest) -> str:
-    """The URL of a new, empty database on the test server (no Optuna schema yet)."""
-    from pg_server import create_database
+    """The URL of a new, empty PostgreSQL database (no Optuna schema yet)."""
+    from db_servers import create_database
 
-    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
-    return create_database(postgres_server, f"{name}_{os.getpid()}")
+    return create_database(postgres_server, _database_name(request))
+
+
+@pytest.fixture(params=["postgresql", pytest.param("mysql", marks=pytest.mark.slow)])
+def fresh_server_database(request: pytest.FixtureRequest) -> str:
+    """A new, empty database on each kind of server the storage lock serves."""
+    from db_servers import create_database
+
+    server = request.getfixturevalue(
+        "postgres_server" if request.param == "postgresql" else "mariadb_server"
+    )
+    return create_database(server, _database_name(request))

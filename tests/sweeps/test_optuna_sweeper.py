@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
-from optuna.trial import TrialState
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
 from sweep_helpers import (
     TINY_APP,
     children_and_parents,
@@ -41,14 +43,23 @@ def test_three_trials_three_child_runs_under_one_parent(run_app, workdir: Path) 
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert sorted(c.data.tags["optuna.trial_number"] for c in children) == ["0", "1", "2"]
     assert {c.data.tags["optuna.state"] for c in children} == {"COMPLETE"}
+    for child in children:  # each trial's run named uniquely, -t<trial>
+        assert child.info.run_name.endswith(f"-t{child.data.tags['optuna.trial_number']}")
     # The trial links to its run; the parent names the best trial and its run.
     best = max(trials, key=lambda t: t.value)
     assert parent.data.tags["optuna.best_trial"] == str(best.number)
     assert parent.data.tags["optuna.best_run_id"] == best.user_attrs["mlflow_run_id"]
     assert parent.data.params["sweep.n_trials"] == "3"
+    assert parent.data.metrics["best/val/score"] == pytest.approx(best.value)
     results = yaml.safe_load((workdir / "multirun" / "optimization_results.yaml").read_text())
     assert results["best_trial"] == best.number
-    assert "trial 2 COMPLETE" in result.stdout + result.stderr  # progress is shown
+    # Progress is shown with the metric's name; the study carries it (optuna-dashboard).
+    assert f"trial 2 COMPLETE: val/score={trials[2].value:.4g}" in result.stderr
+    study = optuna.load_study(study_name="app", storage=storage_of(workdir, "multirun/optuna.db"))
+    assert study.metric_names == ["val/score"]
+    columns = (workdir / "multirun" / "trials.csv").read_text().splitlines()[0].split(",")
+    assert columns[:5] == ["number", "state", "val/score", "x", "y"]
+    assert not [c for c in columns if c.startswith(("user_attrs", "system_attrs", "sah."))]
 
 
 def test_a_failing_trial_fails_alone(run_app, workdir: Path) -> None:
@@ -184,7 +195,10 @@ def test_multi_objective_saves_the_pareto_front(run_app, workdir: Path) -> None:
     )
     assert result.returncode == 0, tail(result)
     sweep = workdir / "multirun"
-    assert (sweep / "pareto_front.csv").is_file() and (sweep / "pareto_front.png").is_file()
+    assert (sweep / "pareto_front.png").is_file()
+    header = (sweep / "pareto_front.csv").read_text().splitlines()[0]
+    assert header == "number,val/score,trainable_params,x,y,mlflow_run_id"
+    assert "COMPLETE: val/score=" in result.stderr and ", trainable_params=" in result.stderr
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["directions"] == ["maximize", "minimize"] and results["pareto_front"]
     _, parents = children_and_parents(mlflow_runs(workdir, "tiny"))
@@ -231,3 +245,31 @@ def test_parallel_trials_each_get_their_own_gpu(run_app, workdir: Path) -> None:
     assert {j["cuda_visible_devices"] for j in jobs} == {"0", "1"}
     trials = optuna_trials(storage_of(workdir, "multirun/optuna.db"), "app")
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_a_completed_configuration_is_not_run_again(run_app, workdir: Path) -> None:
+    """The sampler proposing a configuration the study completed gets its values back without
+    a job; once every configuration of a finite space is complete, the sweep stops."""
+    storage = storage_of(workdir)
+    study = optuna.create_study(storage=storage, study_name="app", direction="maximize")
+    space = {"y": CategoricalDistribution([1, 2])}
+    study.add_trial(create_trial(params={"y": 1}, distributions=space, value=0.25))
+    study.enqueue_trial({"y": 1})  # the next trial proposes the configuration of trial 0
+    result = run_app(
+        *SWEEP,
+        f"hydra.sweeper.storage={storage}",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=20",
+        "y=choice(1,2)",
+    )
+    assert result.returncode == 0, tail(result)
+
+    trials = optuna_trials(storage, "app")
+    assert trials[1].user_attrs["sah.reused_from"] == 0 and trials[1].value == 0.25
+    assert "trial 1: y=1 was completed by trial 0; its values reused, no job run" in result.stderr
+    ran = [t for t in trials if "sah.reused_from" not in t.user_attrs and t.number > 0]
+    assert [t.params["y"] for t in ran] == [2]  # the one configuration not done yet, run once
+    assert all(t.params["y"] == 1 for t in trials[1:] if t not in ran)
+    assert "all 2 configurations of the search space are complete" in result.stderr
+    children, _ = children_and_parents(mlflow_runs(workdir, "tiny"))
+    assert [c.data.tags["optuna.trial_number"] for c in children] == [str(ran[0].number)]

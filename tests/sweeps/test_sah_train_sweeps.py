@@ -217,3 +217,10 @@ def test_basic_multirun_of_sah_train_has_a_parent(run_app, workdir: Path, sah_ca
     assert len(parents) == 1 and len(children) == 2
     assert {c.data.tags["method"] for c in children} == {"lora_c", "cp_lora"}
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert parents[0].info.status == "FINISHED"
+    # The terminal says which job runs, with which overrides, and what it returned.
+    assert f"MLflow parent run of this sweep: {parents[0].info.run_id}" in result.stderr
+    for number, method in enumerate(["lora_c", "cp_lora"]):
+        assert f"job {number}: " in result.stderr and f"adapter={method}" in result.stderr
+        dice = next(c for c in children if c.data.tags["method"] == method).data.metrics
+        assert f"job {number} COMPLETED: val/dice={dice['val/dice']:.4g}" in result.stderr

@@ -1,6 +1,6 @@
-"""Optuna studies on a real PostgreSQL server (a private one on 127.0.0.1, see pg_server.py):
-processes that start together create the schema once, share one parent run and the trial
-budget; a missing database driver is named with its fix."""
+"""Optuna studies on real database servers (private PostgreSQL and MariaDB servers on 127.0.0.1,
+see db_servers.py): processes that start together create the schema once, share one parent run
+and the trial budget; a missing database driver is named with its fix."""
 
 from __future__ import annotations
 
@@ -57,11 +57,11 @@ def test_passwords_are_hidden_from_what_is_shown() -> None:
 
 
 def test_processes_starting_together_create_the_schema_once(
-    fresh_database: str, tmp_path: Path
+    fresh_server_database: str, tmp_path: Path
 ) -> None:
-    """Without the server lock, one of two processes creating the schema of a new database dies
-    with UniqueViolation (CREATE TYPE studydirection). Each process waits for a start signal
-    after its imports, so they really open the storage at the same moment."""
+    """Without the server lock, one of two processes creating the schema of a new PostgreSQL
+    database dies with UniqueViolation (CREATE TYPE studydirection). Each process waits for a
+    start signal after its imports, so they really open the storage at the same moment."""
     go = tmp_path / "go"
     code = (
         "import sys, time, pathlib\n"
@@ -72,7 +72,7 @@ def test_processes_starting_together_create_the_schema_once(
         "print('opened')\n"
     )
     commands = [
-        [sys.executable, "-c", code, str(go), str(tmp_path / f"ready{i}"), fresh_database]
+        [sys.executable, "-c", code, str(go), str(tmp_path / f"ready{i}"), fresh_server_database]
         for i in range(3)
     ]
     procs = [
@@ -90,9 +90,13 @@ def test_processes_starting_together_create_the_schema_once(
 
 
 @pytest.mark.slow
-def test_two_sweeps_started_together_share_one_study(workdir: Path, fresh_database: str) -> None:
-    """Two sah_optuna processes on one fresh PostgreSQL study: 6 unique, complete trials
-    between them, one MLflow parent run holding all 6 child runs, ended by the last process."""
+def test_two_sweeps_started_together_share_one_study(
+    workdir: Path, fresh_server_database: str
+) -> None:
+    """Two sah_optuna processes on one study in a fresh server database: 6 unique, complete
+    trials between them, one MLflow parent run holding all 6 child runs, ended by the last
+    process."""
+    fresh_database = fresh_server_database
     command = [
         sys.executable,
         str(TINY_APP),

@@ -114,3 +114,20 @@ def test_two_objectives_need_two_returned_values(run_app, workdir: Path) -> None
         command=SAH_TRAIN,
     )
     assert_stopped_before_any_trial(result, workdir, "optimized_metrics")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optimized_metric=test/dice", "'optimized_metric'"),
+        pytest.param(
+            "optimized_metrics=[val/dice,test/dice]", "'optimized_metrics'", marks=pytest.mark.slow
+        ),
+    ],
+)
+def test_a_test_metric_cannot_choose(run_app, workdir: Path, override: str, key: str) -> None:
+    """Only val/* (and trainable_params) may be returned to a sweeper: test patients never
+    choose anything."""
+    direction = ["hydra.sweeper.direction=[maximize,maximize]"] if "metrics" in override else []
+    result = run_app(*SWEEP, *direction, override, "adapter.rank=choice(2,4)", command=SAH_TRAIN)
+    assert_stopped_before_any_trial(result, workdir, key, "'test/dice'", "test patients")
