@@ -1,4 +1,5 @@
-"""Developer sessions: `nox -s demo`, `tests`, `tests_slow`, `lint`, `typecheck`, `bench`.
+"""Developer sessions: `nox -s demo`, `tests`, `tests_slow`, `lint`, `typecheck`, `bench`,
+`scaleout`.
 
 Each session installs the CPU build of torch first (TORCH_SPEC, default torch==2.13.0), so
 nothing pulls a multi-GB CUDA build. With TORCH_SPEC=none the session's venv reuses the torch
@@ -56,6 +57,16 @@ def bench(session: nox.Session) -> None:
     )
     session.run("python", "benchmarks/bench_cache.py", "--out", "bench_results/cache.json")
     session.run("python", "benchmarks/bench_synthetic.py", "--out", "bench_results/synthetic.json")
+
+
+@nox.session(venv_params=list(VENV_PARAMS))
+def scaleout(session: nox.Session) -> None:
+    """SLURM, PostgreSQL and an MLflow server started on 127.0.0.1 (Debian, as root), sah run on
+    each and checked end to end; everything started is stopped (scripts/scaleout/)."""
+    if TORCH_SPEC != "none":
+        session.install(TORCH_SPEC)
+    session.install("-e", ".[dev,slurm,postgres]")
+    session.run("bash", "scripts/scaleout/run.sh", *session.posargs, external=True)
 
 
 @nox.session

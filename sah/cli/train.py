@@ -15,12 +15,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sah.cli.quiet import quiet
+from sah.cli.resolvers import register_resolvers
 from sah.cli.schema import register_schema
 from sah.errors import SahError
 
 log = logging.getLogger("sah.train")
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# At import: a SLURM or loky job unpickles the task function (importing this module) and then
+# resolves the config it was sent, without going through main().
+register_resolvers()
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
@@ -119,6 +123,9 @@ def main() -> None:
         except user_error_types() as err:
             print(f"sah-train: {one_line(err)}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM a sweeper, launcher or run turned into one
+            print("sah-train: interrupted", file=sys.stderr)
+            sys.exit(130)
 
 
 if __name__ == "__main__":

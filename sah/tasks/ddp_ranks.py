@@ -28,6 +28,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from sah.errors import ConfigError
+
 log = logging.getLogger("sah.train")
 
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "RANK", "LOCAL_RANK")
@@ -53,6 +55,34 @@ def device_count(trainer: DictConfig) -> int:
     if hasattr(devices, "__len__") and not isinstance(devices, str):
         return len(devices)
     return 1
+
+
+def on_cuda(accelerator: str) -> bool:
+    """Whether Lightning's ``accelerator`` setting puts this run on CUDA GPUs."""
+    name = str(accelerator).lower()
+    if name == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return name in ("gpu", "cuda")
+
+
+def sync_batchnorm_for(accelerator: str) -> bool:
+    """trainer=ddp's default: synchronise BatchNorm statistics across ranks on GPUs, where
+    per-rank batches are small; torch's SyncBatchNorm has no CPU (gloo) implementation."""
+    return on_cuda(accelerator)
+
+
+def check_sync_batchnorm(trainer: DictConfig) -> None:
+    """Refuse SyncBatchNorm off the GPU before any rank starts, naming the key."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if trainer.get("sync_batchnorm") and not on_cuda(accelerator):
+        raise ConfigError(
+            "trainer.sync_batchnorm",
+            f"SyncBatchNorm runs on CUDA GPUs only, and trainer.accelerator={accelerator} "
+            "gives none here",
+            "leave it to trainer=ddp (on with GPUs, off without) or set it to false",
+        )
 
 
 def rank_command() -> list[str]:
@@ -98,6 +128,8 @@ def ddp_ranks(cfg: DictConfig) -> Iterator[None]:
     """Around trainer creation and fit: start the other ranks when this job needs them."""
     trainer = cfg.trainer
     n = device_count(trainer)
+    if str(trainer.get("strategy", "")) == "ddp":
+        check_sync_batchnorm(trainer)
     if str(trainer.get("strategy", "")) != "ddp" or n < 2 or ranks_exist():
         yield
         return

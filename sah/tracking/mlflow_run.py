@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
@@ -29,14 +30,33 @@ def get_client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def is_tracking_server(tracking_uri: str) -> bool:
+    """Whether the URI names a tracking server (``http(s)://``, ``databricks``) rather than a
+    store this process writes itself (``sqlite:``, ``file:``, a path, a database URL)."""
+    uri = str(tracking_uri)
+    scheme = urlparse(uri).scheme.lower()
+    return scheme in ("http", "https") or uri.lower().startswith("databricks")
+
+
+def artifact_location_for(tracking_uri: str, artifact_location: str | None) -> str | None:
+    """Where a new experiment keeps its artifacts. A tracking server: None, so the server's
+    own root applies (``mlflow server --artifacts-destination``, proxied to every client); a
+    client-side folder would keep checkpoints on this machine, out of everyone else's reach.
+    A store written directly: ``artifact_location`` as a ``file:`` URI (``mlartifacts/``)."""
+    if not artifact_location or is_tracking_server(tracking_uri):
+        return None
+    return Path(artifact_location).resolve().as_uri()
+
+
 def resolve_experiment(
     client: MlflowClient, name: str, artifact_location: str | None = None
 ) -> str:
-    """Id of experiment ``name``, created with an explicit artifact location when new."""
+    """Id of experiment ``name``; when new, created with ``artifact_location`` on a local
+    store and with the server's own artifact root on a shared one (artifact_location_for)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = Path(artifact_location).resolve().as_uri() if artifact_location else None
+    location = artifact_location_for(client.tracking_uri, artifact_location)
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -61,5 +81,12 @@ def log_artifact(
 
 
 def ui_command(tracking_uri: str) -> str:
-    """The one command that opens the MLflow UI on this tracking store."""
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
+    """How to open the MLflow UI on this tracking store: a tracking server already is the UI
+    (open its address); a database or folder needs ``mlflow ui`` started on it."""
+    uri = str(tracking_uri)
+    scheme = urlparse(uri).scheme.lower()
+    if scheme in ("http", "https"):
+        return f"open {uri} in a browser (the tracking server is the UI)"
+    if uri.lower().startswith("databricks"):
+        return "open the MLflow experiments page of your Databricks workspace"
+    return f"mlflow ui --backend-store-uri {uri}"

@@ -157,7 +157,6 @@ def test_ddp_trial_on_two_cpu_processes(run_app, workdir: Path, sah_cache: Path)
         "trainer=ddp",
         "trainer.devices=2",
         "trainer.accelerator=cpu",
-        "trainer.sync_batchnorm=false",
         *TINY,
     )
     assert result.returncode == 0, tail(result)

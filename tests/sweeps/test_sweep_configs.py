@@ -38,8 +38,10 @@ def test_launchers_and_ddp_trainer() -> None:
     gpus = compose_hydra(["hydra/launcher=gpus"]).hydra.launcher
     assert gpus._target_.endswith("GpuLauncher") and gpus.gpus_per_job == 1
     slurm = compose_hydra(["hydra/launcher=slurm"]).hydra.launcher
-    assert slurm._target_.endswith("SlurmLauncher")
-    assert (slurm.gpus_per_node, slurm.tasks_per_node, slurm.nodes) == (1, 1, 1)
+    assert slurm._target_.endswith("sah_slurm_launcher.slurm_launcher.SahSlurmLauncher")
+    # GPUs only where asked; CPUs from the data loader's workers (null); modest memory.
+    assert (slurm.gpus_per_node, slurm.tasks_per_node, slurm.nodes) == (0, 1, 1)
+    assert slurm.cpus_per_task is None and slurm.mem_gb == 8
     trainer = compose_hydra(["trainer=ddp"]).trainer
     assert (trainer.strategy, trainer.devices) == ("ddp", 2)
 
