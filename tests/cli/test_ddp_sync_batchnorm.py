@@ -8,10 +8,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from sah.cli.ddp_ranks import check_sync_batchnorm
 from sah.cli.schema import register_schema
 from sah.cli.train import CONFIG_DIR
 from sah.errors import ConfigError
+from sah.tasks.ddp_ranks import check_sync_batchnorm
 
 
 def ddp_trainer(*overrides: str):
