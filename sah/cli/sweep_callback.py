@@ -59,7 +59,7 @@ def tracking_target(config: DictConfig) -> TrackingTarget | None:
     tracking = OmegaConf.select(config, "tracking", default=None)
     if not isinstance(tracking, DictConfig):
         return None
-    settings = {k: OmegaConf.select(tracking, k, default=None) for k in tracking}
+    settings = {str(k): OmegaConf.select(tracking, str(k), default=None) for k in tracking}
     default = OmegaConf.select(config, "task.experiment_name", default=None)
     return TrackingTarget.from_settings(settings, default)
 

@@ -16,8 +16,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sah.errors import ConfigError
-from sah.tasks.driver import Evaluation, TaskRunner
-from sah.tasks.segmentation_run import (
+from sah.tasks.driver import Evaluation
+from sah.tasks.network_runner import (
+    NetworkRunner,
     adapter_params,
     adapter_settings,
     adapter_tags,
@@ -25,7 +26,6 @@ from sah.tasks.segmentation_run import (
     cohort_name,
     init_checkpoint,
     restore_best,
-    run_name,
 )
 
 log = logging.getLogger("sah.train")
@@ -33,7 +33,7 @@ log = logging.getLogger("sah.train")
 SCORED_SETS = ("val", "test", "holdout")
 
 
-class MortalityRunner(TaskRunner):
+class MortalityRunner(NetworkRunner):
     def prepare(self) -> None:
         from sah.tasks.transfer import prepare_network
 
@@ -54,25 +54,12 @@ class MortalityRunner(TaskRunner):
         )
         self.trainer: Any = None
 
-    def trainable_params(self) -> int:
-        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
-
-    def can_resume(self) -> bool:
-        return True
-
     def splits(self) -> dict[str, list[str]]:
         split = self.datamodule.split
         sets = {"train": split.train, "val": split.val, "test": split.test}
         if split.holdout:
             sets["holdout"] = split.holdout
         return sets
-
-    def cohort(self) -> tuple[Path, str] | None:
-        manifest = Path(self.datamodule.manifest)
-        return manifest, cohort_name(self.cfg) or manifest.parent.name
-
-    def run_name(self) -> str:
-        return run_name(self.cfg, self.choices)
 
     def tags(self) -> dict[str, str]:
         return {

@@ -16,22 +16,18 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from sweep_helpers import children_and_parents, clean_env, mlflow_runs, optuna_trials, tail
+from sweep_helpers import (
+    TINY_TRAIN,
+    children_and_parents,
+    clean_env,
+    mlflow_runs,
+    optuna_trials,
+    tail,
+)
 
 SAH_TRAIN = [sys.executable, "-m", "sah.cli.train"]
 EXPERIMENT = "sah-segmentation"
-# Six synthetic patients (two validated per fold), one short epoch, a 2-level UNet on 64 px.
-TINY = [
-    "data.manifest.config.n_patients=6",
-    "trainer.max_epochs=1",
-    "data.slices_per_epoch=16",
-    "data.batch_size=8",
-    "data.slice_size=64",
-    "model.channels=[4,8]",
-    "model.strides=[2]",
-    "callbacks.progress=null",
-    "adapter=lora_c",
-]
+TINY = TINY_TRAIN
 
 
 def sah_train(run_app, sah_cache: Path, *args: str, timeout: float = 600):

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from sweep_helpers import REPO, TINY_APP, children_and_parents, clean_env, optuna_trials
+from sweep_helpers import (
+    REPO,
+    TINY_APP,
+    TINY_TRAIN,
+    children_and_parents,
+    clean_env,
+    optuna_trials,
+)
 
 from sah.errors import ConfigError
 from sah.tracking.studies import display_url, open_storage
@@ -129,20 +136,6 @@ def test_two_sweeps_started_together_share_one_study(
     ended = [out for _, out in done if f"MLflow parent run {parent.info.run_id} ended" in out]
     kept = [out for _, out in done if "stays open: other processes of the study" in out]
     assert len(ended) == 1 and len(kept) == 1
-
-
-# Six synthetic patients, one short epoch, a 2-level UNet on 64 px (as test_sah_train_sweeps).
-TINY_TRAIN = [
-    "data.manifest.config.n_patients=6",
-    "trainer.max_epochs=1",
-    "data.slices_per_epoch=16",
-    "data.batch_size=8",
-    "data.slice_size=64",
-    "model.channels=[4,8]",
-    "model.strides=[2]",
-    "callbacks.progress=null",
-    "adapter=lora_c",
-]
 
 
 @pytest.mark.slow

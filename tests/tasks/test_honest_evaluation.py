@@ -166,34 +166,22 @@ def test_3d_segmentation_test_masks_choose_nothing(tmp_path: Path, tiny_manifest
 
 @pytest.fixture(scope="module")
 def outcome_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Twelve small NIfTI heads; the six with ``death=1`` carry a 70 HU clot."""
-    folder = tmp_path_factory.mktemp("outcome-cohort")
-    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, n) for n in (20, 20, 14)), indexing="ij"))
-    head = (grid**2).sum(0) < 0.8
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(12):
-        death = i % 2
-        image = np.where(head, 30.0, -1000.0) + rng.normal(0, 5, head.shape)
-        if death:
-            image[8:12, 8:12, 5:9] = 70.0
-        path = folder / f"m{i:02d}.nii.gz"
-        nib.save(nib.Nifti1Image(image.astype(np.int16), np.diag([9.0, 9.0, 10.0, 1.0])), path)
-        rows.append({"patient_id": f"m{i:02d}", "image": str(path), "death": death})
-    manifest = folder / "manifest.csv"
-    pd.DataFrame(rows).to_csv(manifest, index=False)
-    return manifest
+    """Twelve small NIfTI heads (m0..m11); the six with ``death=1`` carry a 70 HU clot."""
+    from outcome_heads import write_heads
+
+    return write_heads(tmp_path_factory.mktemp("outcome-cohort"), 12, "m")
 
 
 def test_mortality_test_outcomes_choose_nothing(tmp_path: Path, outcome_manifest: Path) -> None:
     table = pd.read_csv(outcome_manifest, dtype={"patient_id": str})
     # Deaths are the odd ids. The test fold holds 3 deaths and 1 survivor, so flipping its
     # outcomes changes its event count; the training folds keep both outcomes.
-    groups = [["m01", "m03", "m05", "m00"], ["m07", "m09", "m02", "m04"]]
+    groups = [["m1", "m3", "m5", "m0"], ["m7", "m9", "m2", "m4"]]
     pinned = {pid: f for f, ids in enumerate(groups) for pid in ids}
     pinned.update({pid: 2 for pid in table["patient_id"] if pid not in pinned})
     folds = pin_folds(table["patient_id"].tolist(), tmp_path / "folds.csv", pinned)
     flipped = table.copy()
+    flipped["image"] = [str(outcome_manifest.parent / p) for p in flipped["image"]]
     in_test = flipped["patient_id"].map(folds) == 0
     flipped.loc[in_test, "death"] = 1 - flipped.loc[in_test, "death"]
     flipped.to_csv(tmp_path / "flipped.csv", index=False)

@@ -355,25 +355,10 @@ def test_synthetic_data_config_joins_the_clinical_outcome(
 
 @pytest.fixture(scope="module")
 def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Ten small NIfTI heads (air, brain at 30 HU); the five with ``death=1`` carry a 70 HU clot."""
-    import nibabel as nib
+    """Ten small NIfTI heads; the five with ``death=1`` carry a 70 HU clot."""
+    from outcome_heads import write_heads
 
-    folder = tmp_path_factory.mktemp("tiny-cohort")
-    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, n) for n in (20, 20, 14)), indexing="ij"))
-    head = (grid**2).sum(0) < 0.8
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(10):
-        death = i % 2
-        image = np.where(head, 30.0, -1000.0) + rng.normal(0, 5, head.shape)
-        if death:
-            image[8:12, 8:12, 5:9] = 70.0
-        path = folder / f"t{i}.nii.gz"
-        nib.save(nib.Nifti1Image(image.astype(np.int16), np.diag([9.0, 9.0, 10.0, 1.0])), path)
-        rows.append({"patient_id": f"t{i}", "image": path.name, "death": death})
-    manifest = folder / "manifest.csv"
-    pd.DataFrame(rows).to_csv(manifest, index=False)
-    return manifest
+    return write_heads(tmp_path_factory.mktemp("tiny-cohort"), 10, "t")
 
 
 def test_sah_train_task_mortality_logs_metrics_plots_and_predictions(
