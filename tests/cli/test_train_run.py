@@ -53,6 +53,14 @@ def test_mlflow_run_reads_back_with_params_metrics_and_artifacts(trained) -> Non
             assert f"{prefix}/{name}" in metrics
     assert run.data.tags["model"] == "unet2d"
     assert len(run.data.tags["sah.config_id"]) == 12
+    # The runs table's Dataset column: the cohort's manifest and who was in which set.
+    contexts = {
+        tag.value
+        for entry in run.inputs.dataset_inputs
+        for tag in entry.tags
+        if tag.key == "mlflow.data.context"
+    }
+    assert {"cohort", "train", "selection", "test"} <= contexts
     assert run.info.run_name == "unet2d-full-all-fold0"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "sah-segmentation"
