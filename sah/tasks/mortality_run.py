@@ -25,7 +25,6 @@ from sah.tasks.network_runner import (
     best_checkpoint,
     cohort_name,
     init_checkpoint,
-    restore_best,
 )
 
 log = logging.getLogger("sah.train")
@@ -94,7 +93,7 @@ class MortalityRunner(NetworkRunner):
         return params
 
     def fit(self, run_id: str | None, checkpoint: str | None) -> None:
-        from sah.tasks.pruning import raise_if_pruned, trial_callbacks
+        from sah.tasks.pruning import trial_callbacks
 
         cfg = self.cfg
         experiment = cfg.tracking.experiment or cfg.task.experiment_name
@@ -106,15 +105,7 @@ class MortalityRunner(NetworkRunner):
             cfg.optuna.storage, cfg.optuna.study_name, cfg.optuna.trial_number, cfg.optimized_metric
         )
         self.trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
-        if self.trainable_params() > 0 and (cfg.trainer.max_epochs or 0) > 0:
-            self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=checkpoint)
-            raise_if_pruned(callbacks)
-            restore_best(self.trainer, self.module)
-        else:
-            log.info(
-                "nothing to train (trainable parameters: %d): scoring the net as it is",
-                self.trainable_params(),
-            )
+        self.fit_and_select(self.trainer, callbacks, checkpoint)
 
     def evaluate(self) -> Evaluation:
         from sah.tasks.classification import predict_probabilities

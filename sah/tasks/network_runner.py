@@ -4,6 +4,7 @@ weights in and the selected checkpoint back."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from sah.errors import ConfigError
 from sah.tasks.driver import TaskRunner
 
+log = logging.getLogger("sah.train")
+
 
 class NetworkRunner(TaskRunner):
     """A task that trains ``self.net`` on ``self.datamodule`` with Lightning."""
 
     net: torch.nn.Module
+    module: Any
     datamodule: Any
 
     def trainable_params(self) -> int:
@@ -32,6 +36,22 @@ class NetworkRunner(TaskRunner):
 
     def run_name(self) -> str:
         return run_name(self.cfg, self.choices)
+
+    def fit_and_select(self, trainer: Any, callbacks: list, checkpoint: str | None) -> None:
+        """Train when there is something to train, then load the checkpoint the selection set
+        chose (a DDP rank other than 0 stops after training); else score the net as it is."""
+        from sah.tasks.pruning import raise_if_pruned
+
+        if self.trainable_params() == 0 or not (self.cfg.trainer.max_epochs or 0) > 0:
+            log.info(
+                "nothing to train (trainable parameters: %d): scoring the net as it is",
+                self.trainable_params(),
+            )
+            return
+        trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=checkpoint)
+        if not self.is_worker:
+            raise_if_pruned(callbacks)
+            restore_best(trainer, self.module)
 
 
 def plain(value: Any) -> Any:

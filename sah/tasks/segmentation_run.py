@@ -28,7 +28,6 @@ from sah.tasks.network_runner import (
     cohort_name,
     init_checkpoint,
     plain,
-    restore_best,
 )
 
 log = logging.getLogger("sah.train")
@@ -97,11 +96,10 @@ class SegmentationRunner(NetworkRunner):
         }
 
     def fit(self, run_id: str | None, checkpoint: str | None) -> None:
-        import lightning as L
 
         from sah.tasks.ddp_ranks import ddp_ranks
         from sah.tasks.inference import InferenceSpecCallback
-        from sah.tasks.pruning import raise_if_pruned, trial_callbacks
+        from sah.tasks.pruning import trial_callbacks
         from sah.tasks.transfer import ReattachNorms
 
         cfg = self.cfg
@@ -119,18 +117,7 @@ class SegmentationRunner(NetworkRunner):
         )
         with ddp_ranks(cfg):
             self.trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
-            trainer: L.Trainer = self.trainer
-            if self.trainable_params() > 0 and (cfg.trainer.max_epochs or 0) > 0:
-                trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=checkpoint)
-                if self.is_worker:
-                    return
-                raise_if_pruned(callbacks)
-                restore_best(trainer, self.module)
-            else:
-                log.info(
-                    "nothing to train (trainable parameters: %d): scoring the net as it is",
-                    self.trainable_params(),
-                )
+            self.fit_and_select(self.trainer, callbacks, checkpoint)
 
     def evaluate(self) -> Evaluation:
         from sah.tasks.evaluate import write_rows

@@ -69,6 +69,18 @@ def train(workdir: Path, overrides: list[str], choices: dict[str, str]) -> Outco
     )
 
 
+def train_twice(
+    tmp_path: Path, common: list[str], choices: dict[str, str], manifests: tuple[Path, Path]
+) -> list[Outcome]:
+    """The same run on the original and on the altered cohort, each in its own folder."""
+    runs = []
+    for name, manifest in zip("ab", manifests, strict=True):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        runs.append(train(workdir, [*common, f"data.manifest={manifest}"], choices))
+    return runs
+
+
 def assert_isolated(original: Outcome, altered: Outcome, changed_metric: str) -> None:
     assert altered.returned == original.returned
     assert altered.val == original.val
@@ -131,11 +143,7 @@ def test_2d_segmentation_test_masks_choose_nothing(tmp_path: Path, tiny_manifest
         "trainer.max_epochs=3",
     ]
     choices = {"model": "unet2d", "data": "manifest", "adapter": "full"}
-    runs = []
-    for name, manifest in (("a", original), ("b", altered)):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        runs.append(train(workdir, [*common, f"data.manifest={manifest}"], choices))
+    runs = train_twice(tmp_path, common, choices, (original, altered))
     assert len(runs[0].val_history) == 4  # the selection set scored each epoch, then at the end
     assert_isolated(*runs, "test/volume_true_ml")
     assert runs[1].test["test/volume_true_ml"] == 0.0
@@ -156,11 +164,7 @@ def test_3d_segmentation_test_masks_choose_nothing(tmp_path: Path, tiny_manifest
         "trainer.max_epochs=2",
     ]
     choices = {"model": "unet3d", "data": "manifest_3d", "adapter": "full"}
-    runs = []
-    for name, manifest in (("a", original), ("b", altered)):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        runs.append(train(workdir, [*common, f"data.manifest={manifest}"], choices))
+    runs = train_twice(tmp_path, common, choices, (original, altered))
     assert_isolated(*runs, "test/volume_true_ml")
 
 
@@ -202,11 +206,7 @@ def test_mortality_test_outcomes_choose_nothing(tmp_path: Path, outcome_manifest
         "callbacks.early_stopping=null",
     ]
     choices = {"model": "densenet121", "data": "mortality_manifest", "adapter": "full"}
-    runs = []
-    for name, manifest in (("a", outcome_manifest), ("b", tmp_path / "flipped.csv")):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        runs.append(train(workdir, [*common, f"data.manifest={manifest}"], choices))
+    runs = train_twice(tmp_path, common, choices, (outcome_manifest, tmp_path / "flipped.csv"))
     assert runs[0].val["val/threshold"] == runs[1].val["val/threshold"]
     assert_isolated(*runs, "test/n_events")
     assert (runs[0].test["test/n_events"], runs[1].test["test/n_events"]) == (3.0, 1.0)
