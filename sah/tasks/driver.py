@@ -193,8 +193,8 @@ def open_run(
         require_run(cfg.tracking.uri, str(cfg.tracking.run_id), "tracking.run_id")
         client.update_run(str(cfg.tracking.run_id), status="RUNNING")
         return str(cfg.tracking.run_id), None
-    tags = {**runner.tags(), **sweep_tags(cfg)}
-    run = client.create_run(experiment_id, run_name=runner.run_name(), tags=tags)
+    # Its tags come with the rest of the record (record_run), for new and reopened runs alike.
+    run = client.create_run(experiment_id, run_name=runner.run_name())
     return run.info.run_id, None
 
 
