@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sah.errors import ConfigError
 from sah.tracking import get_client, log_artifact, log_params, resolve_experiment
-from sah.tracking.runs import CONFIG_ID_TAG, config_id, mark_experiment_kind, run_life
+from sah.tracking.runs import CONFIG_ID_TAG, config_id, run_life
 
 log = logging.getLogger("sah.train")
 
@@ -121,7 +121,6 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> float | list[float] | None:
 
         require_run(cfg.tracking.uri, str(cfg.tracking.parent_run_id))
     experiment_id = resolve_experiment(client, experiment, cfg.tracking.artifact_location)
-    mark_experiment_kind(client, experiment_id)
     run_id, checkpoint = open_run(cfg, runner, client, experiment_id)
     started = time.perf_counter()
     with run_life(client, run_id):

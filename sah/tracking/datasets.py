@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -81,7 +82,12 @@ def log_cohort(
         digest = hashlib.sha256(key).hexdigest()[:DIGEST_CHARS]
         dataset = from_pandas(rows, source=source, name=f"{name}/{split}", digest=digest)
         inputs.append(_input(dataset, split, patients=sorted(ids)))
-    client.log_inputs(run_id, datasets=inputs)
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        # Jobs of one sweep share the cohort's dataset row: when another job inserted it
+        # between this store's lookup and insert, logging again finds it and links to it.
+        client.log_inputs(run_id, datasets=inputs)
     return inputs
 
 

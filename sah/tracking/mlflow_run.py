@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 # MLflow caps a param value at 6000 characters; longer values (lists of paths) are cut.
 _MAX_PARAM_CHARS = 6000
 _BATCH = 100
+# MLflow 3's UI opens an experiment without this tag in its GenAI "Traces" view, with no runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -51,13 +55,37 @@ def artifact_location_for(tracking_uri: str, artifact_location: str | None) -> s
 def resolve_experiment(
     client: MlflowClient, name: str, artifact_location: str | None = None
 ) -> str:
-    """Id of experiment ``name``; when new, created with ``artifact_location`` on a local
-    store and with the server's own artifact root on a shared one (artifact_location_for)."""
+    """Id of experiment ``name``, tagged as model development so the MLflow UI opens it on its
+    runs. When new, created with ``artifact_location`` on a local store and with the server's
+    own artifact root on a shared one (artifact_location_for).
+
+    The jobs of a sweep start together and may each find the experiment missing or untagged:
+    the one that loses the race to create or tag it reads back what the winner wrote."""
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = artifact_location_for(client.tracking_uri, artifact_location)
-    return client.create_experiment(name, artifact_location=location)
+    if found is None:
+        location = artifact_location_for(client.tracking_uri, artifact_location)
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
+    else:
+        experiment_id = found.experiment_id
+    _mark_model_development(client, experiment_id)
+    return experiment_id
+
+
+def _mark_model_development(client: MlflowClient, experiment_id: str) -> None:
+    if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) == EXPERIMENT_KIND:
+        return
+    try:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    except MlflowException:
+        tags = client.get_experiment(experiment_id).tags
+        if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            raise
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:

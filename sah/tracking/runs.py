@@ -19,9 +19,6 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-# MLflow 3's UI opens an experiment without this tag in its GenAI "Traces" view, with no runs.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
 CONFIG_ID_TAG = "sah.config_id"
 
 log = logging.getLogger("sah.train")
@@ -30,13 +27,6 @@ log = logging.getLogger("sah.train")
 # that differ only in these are the same configuration.
 _PLACEMENT_ROOTS = ("fold", "seed", "paths", "tracking", "optuna", "hydra", "resume")
 _PLACEMENT_LEAVES = ("fold", "split_seed", "seed", "cache_dir", "cache_root", "dirpath", "root")
-
-
-def mark_experiment_kind(client: MlflowClient, experiment_id: str) -> None:
-    """Tag an experiment as model development, so the MLflow UI opens it on its runs."""
-    experiment = client.get_experiment(experiment_id)
-    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def config_id(resolved: Mapping[str, Any]) -> str:
