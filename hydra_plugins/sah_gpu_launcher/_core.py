@@ -24,6 +24,7 @@ from omegaconf import DictConfig, open_dict
 
 from hydra_plugins.sah_gpu_launcher._gpu_slots import GpuSlots, default_lock_dir, visible_gpus
 from sah.errors import ConfigError
+from sah.tracking.sweep_runs import stderr_lines
 
 log = logging.getLogger("sah.launcher")
 
@@ -56,18 +57,6 @@ def run_one_job(
     )
 
 
-def show_progress() -> None:
-    """Which job got which GPUs, on stderr even when the app turned Hydra's logging off."""
-    if not log.hasHandlers():
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("[%(asctime)s][sah.launcher] %(message)s", "%H:%M:%S")
-        )
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-
-
 class FreshProcessLauncher:
     def __init__(
         self,
@@ -79,7 +68,7 @@ class FreshProcessLauncher:
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.config = config
-        show_progress()
+        stderr_lines(log.name)
         per_job = int(settings.get("gpus_per_job") or 1)
         gpus = settings.get("gpus")
         gpus = [str(g) for g in gpus] if gpus is not None else visible_gpus()

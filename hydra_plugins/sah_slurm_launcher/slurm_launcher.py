@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.sah_slurm_launcher.cluster import QueueState, pending_line, read_queue
 from hydra_plugins.sah_slurm_launcher.preflight import preflight, with_cpu_default
 from sah.errors import SahError
+from sah.tracking.sweep_runs import stderr_lines
 
 try:
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
@@ -39,18 +40,6 @@ log = logging.getLogger("sah.launcher")
 _OWN_KEYS = ("preflight", "poll_s", "pending_report_s")
 # A job gone from squeue gets this long for its result file to appear (shared file systems).
 _RESULT_GRACE_S = 60.0
-
-
-def show_progress() -> None:
-    """Launcher lines on stderr even when the app turned Hydra's logging off."""
-    if not log.hasHandlers():
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("[%(asctime)s][sah.launcher] %(message)s", "%H:%M:%S")
-        )
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
 
 
 def cancel(job_ids: Sequence[str], why: str) -> None:
@@ -184,7 +173,7 @@ if SlurmLauncher is not None:
             config: DictConfig,
         ) -> None:
             super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-            show_progress()
+            stderr_lines(log.name)
             self.params = with_cpu_default(self.params, config)
             if self.own.get("preflight", True):
                 part = preflight(self.params, config)

@@ -32,15 +32,22 @@ log = logging.getLogger("sah.sweep")
 
 
 def show_sweep_progress() -> logging.Logger:
-    """The ``sah.sweep`` logger, printing to stderr even when the app turned Hydra's logging off
-    (sah-train does: hydra/hydra_logging=none)."""
-    if not log.handlers:
+    """The ``sah.sweep`` logger, printing to stderr (see ``stderr_lines``)."""
+    return stderr_lines("sah.sweep")
+
+
+def stderr_lines(name: str) -> logging.Logger:
+    """Logger ``name`` printing ``[HH:MM:SS][name] message`` to stderr even when the app turned
+    Hydra's logging off (sah-train does: hydra/hydra_logging=none). The sweeper and both
+    launchers report their jobs through it."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s][sah.sweep] %(message)s", "%H:%M:%S"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    return log
+        handler.setFormatter(logging.Formatter(f"[%(asctime)s][{name}] %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
 
 
 @dataclass(frozen=True)
