@@ -3,7 +3,7 @@
 The order the code follows (lowest first); a module may import its own package and the
 packages of lower layers, never a package of its own layer or above:
 
-    0  sah.errors                                 the project's exception types
+    0  sah.errors, sah.figures                    the project's exception types; saving figures
     1  sah.adapters, sah.metrics                  stand alone: import nothing else of sah
     2  sah.models, sah.data, sah.tracking,        independent of each other; sah.report reads
        sah.report                                 sah.metrics, none imports sah.adapters today
@@ -31,7 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, ...]] = [
-    ("sah.errors",),
+    ("sah.errors", "sah.figures"),
     ("sah.adapters", "sah.metrics"),
     ("sah.models", "sah.data", "sah.tracking", "sah.report"),
     ("sah.tasks", "sah.tasks.driver"),

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from sah.figures import pyplot, save_figure
 
 MAX_SCATTERED = 10
 
@@ -30,7 +28,7 @@ def pareto_front(params: np.ndarray, scores: np.ndarray) -> np.ndarray:
 def dice_vs_params(configs: pd.DataFrame, path: Path, metric: str = "dice") -> Path:
     mean = configs[f"{metric}_mean"].to_numpy(dtype=float)
     params = configs["trainable_params"].to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.5))
     for i, (method, group) in enumerate(configs.groupby("method", sort=False)):
         ax.errorbar(
             group["trainable_params"],
@@ -53,10 +51,7 @@ def dice_vs_params(configs: pd.DataFrame, path: Path, metric: str = "dice") -> P
     ax.set_ylabel(f"test {metric} (mean ± SD over patients)")
     ax.legend(fontsize=8, ncols=2)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=130)
 
 
 def dice_by_volume_bin(bins: pd.DataFrame, path: Path, metric: str = "dice") -> Path:
@@ -64,7 +59,7 @@ def dice_by_volume_bin(bins: pd.DataFrame, path: Path, metric: str = "dice") -> 
     configs = list(dict.fromkeys(names))
     labels = list(dict.fromkeys(bins["volume_bin"]))
     width = 0.8 / max(1, len(configs))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) + 0.25 * len(configs)), 4.5))
+    fig, ax = pyplot().subplots(figsize=(max(6.0, 1.6 * len(labels) + 0.25 * len(configs)), 4.5))
     x = np.arange(len(labels))
     for i, config in enumerate(configs):
         rows = bins[names == config].set_index("volume_bin").reindex(labels)
@@ -82,17 +77,14 @@ def dice_by_volume_bin(bins: pd.DataFrame, path: Path, metric: str = "dice") -> 
     ax.set_ylabel(f"test {metric} (mean ± SD over patients)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, ncols=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=130)
 
 
 def volume_agreement(patients: pd.DataFrame, configs: pd.DataFrame, path: Path) -> Path:
     """Predicted against true test-set volume per patient, for each row of the table (the
     first ten when there are more: ``--select`` reports one per method)."""
     shown = configs.head(MAX_SCATTERED)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = pyplot().subplots(figsize=(5.5, 5))
     top = 1.0
     for i, row in enumerate(shown.itertuples(index=False)):
         rows = patients[patients["config"] == row.config]
@@ -112,7 +104,4 @@ def volume_agreement(patients: pd.DataFrame, configs: pd.DataFrame, path: Path) 
     ax.set_ylabel("predicted blood volume (mL)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=130)

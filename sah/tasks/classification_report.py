@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from sah.errors import ConfigError
+from sah.figures import pyplot, save_figure
 from sah.metrics import calibration_bins, roc_auc, roc_curve_points
 
 
@@ -58,15 +59,6 @@ def write_predictions(
     return out
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 COLOURS = {"val": "tab:blue", "test": "tab:red"}
 
 
@@ -74,7 +66,7 @@ def save_roc_figure(
     sets: Mapping[str, Predictions], threshold: float, path: str | Path, title: str
 ) -> Path:
     """ROC curve of each set (AUC in the legend), with the operating point at ``threshold``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     for split, preds in sets.items():
         if not preds.has_both_classes:
@@ -95,7 +87,7 @@ def save_roc_figure(
         ylim=(-0.02, 1.02),
     )
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path, plt)
+    return save_figure(fig, path)
 
 
 def save_calibration_figure(
@@ -103,7 +95,7 @@ def save_calibration_figure(
 ) -> Path:
     """Reliability diagram: observed outcome rate against mean predicted probability per bin
     (equal-width bins; marker area grows with the bin's patients)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     for split, preds in sets.items():
         if not len(preds.y):
@@ -128,13 +120,4 @@ def save_calibration_figure(
         ylim=(-0.02, 1.02),
     )
     ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path, plt)
-
-
-def _save(fig, path: str | Path, plt) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

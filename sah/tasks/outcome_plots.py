@@ -8,16 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sah.figures import pyplot, save_figure
 from sah.metrics import calibration_bins, roc_auc, roc_curve_points
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def save_roc_figure(
@@ -25,7 +17,7 @@ def save_roc_figure(
 ) -> Path:
     """ROC of each repeat's pooled held-out predictions (model solid, standard dashed) and a
     reliability diagram over all repeats."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (roc_ax, cal_ax) = plt.subplots(1, 2, figsize=(9.5, 4.3))
     series = (
         ("prob", model_label, "tab:red", "-"),
@@ -47,26 +39,18 @@ def save_roc_figure(
     roc_ax.legend(loc="lower right", fontsize=8)
     cal_ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     cal_ax.set(xlabel="mean predicted probability", ylabel="observed fraction", title="calibration")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def save_importance_figure(
     importance: pd.DataFrame, path: str | Path, model_label: str, top: int = 20
 ) -> Path:
     """Horizontal bars of the mean AUC drop (SD as error bars), most important on top."""
-    plt = _pyplot()
+    plt = pyplot()
     shown = importance.head(top).iloc[::-1]
     fig, ax = plt.subplots(figsize=(6.0, 0.28 * len(shown) + 1.2))
     ax.barh(shown["feature"], shown["auc_drop_mean"], xerr=shown["auc_drop_sd"], color="tab:red")
     ax.axvline(0.0, color="grey", lw=0.8)
     ax.set(xlabel="AUC drop when permuted (held-out folds)", title=f"{model_label}: importance")
     ax.tick_params(axis="y", labelsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

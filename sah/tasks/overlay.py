@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sah.figures import pyplot, save_figure
+
 
 def intensity_window(
     image: np.ndarray, percentiles: tuple[float, float] = (1, 99)
@@ -36,10 +38,7 @@ def save_overlays(
 
     Truth is outlined in green and the prediction in red, over a 0-80 HU brain window.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = max(len(cases), 1)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
@@ -59,9 +58,4 @@ def save_overlays(
         ax.set_title(f"{name} z={z}", fontsize=8)
         ax.axis("off")
     fig.suptitle(legend(cases), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -13,6 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from sah.figures import pyplot, save_figure
+
 WINDOW_HU = (0.0, 80.0)
 
 
@@ -36,10 +38,7 @@ def _centre(label: np.ndarray) -> tuple[int, int, int]:
 
 def write_preview(manifest: str | Path, out: str | Path, n_patients: int = 4) -> Path:
     """Render up to ``n_patients`` (rows) x 3 views of the cohort behind ``manifest``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     manifest = Path(manifest)
     with open(manifest, newline="") as fh:
@@ -81,9 +80,4 @@ def write_preview(manifest: str | Path, out: str | Path, n_patients: int = 4) ->
             fontsize=9,
         )
     fig.suptitle(f"{manifest.parent.name}  (window {WINDOW_HU[0]:g}-{WINDOW_HU[1]:g} HU)")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)
