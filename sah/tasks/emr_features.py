@@ -100,12 +100,14 @@ def numeric_column(table: pd.DataFrame, column: str, source: str | Path) -> pd.S
         return raw.astype(np.float64)
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
-    if bad.any():
-        raise DataError(
-            source,
-            f"column {column!r} has non-numeric values ({_examples(raw, bad, table)})",
-            "fix or blank those cells (blank cells are imputed)",
-        )
+    _refuse(
+        bad,
+        raw,
+        table,
+        source,
+        f"column {column!r} has non-numeric values",
+        "fix or blank those cells (blank cells are imputed)",
+    )
     return values.astype(np.float64)
 
 
@@ -114,13 +116,28 @@ def _sex_column(raw: pd.Series, table: pd.DataFrame, source: str | Path) -> pd.S
     text = text.str.replace(r"\.0$", "", regex=True)
     values = text.map(SEX_CODES)
     bad = values.isna() & raw.notna() & (text != "")
-    if bad.any():
-        raise DataError(
-            source,
-            f"column 'sex' has values that are not F/M ({_examples(raw, bad, table)})",
-            "use F/M, female/male or 1 (female)/0 (male)",
-        )
+    _refuse(
+        bad,
+        raw,
+        table,
+        source,
+        "column 'sex' has values that are not F/M",
+        "use F/M, female/male or 1 (female)/0 (male)",
+    )
     return values.astype(np.float64)
+
+
+def _refuse(
+    bad: pd.Series,
+    raw: pd.Series,
+    table: pd.DataFrame,
+    source: str | Path,
+    problem: str,
+    fix: str,
+) -> None:
+    """A DataError naming the table, the problem and the first offending cells, if any."""
+    if bad.any():
+        raise DataError(source, f"{problem} ({_examples(raw, bad, table)})", fix)
 
 
 def _examples(raw: pd.Series, bad: pd.Series, table: pd.DataFrame) -> str:
