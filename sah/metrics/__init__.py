@@ -16,6 +16,7 @@ from sah.metrics.classification import (
     roc_curve_points,
 )
 from sah.metrics.segmentation import (
+    dice,
     physical_diagonal_mm,
     segmentation_metrics,
     surface,
@@ -29,6 +30,7 @@ __all__ = [
     "bootstrap_auc_difference",
     "calibration_bins",
     "delong_auc_test",
+    "dice",
     "per_patient_table",
     "physical_diagonal_mm",
     "roc_auc",

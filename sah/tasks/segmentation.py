@@ -11,16 +11,10 @@ import torch
 from torch import nn
 
 from sah.errors import ConfigError
+from sah.metrics import dice
 from sah.tasks.losses import foreground_probability, get_loss
 from sah.tasks.lr_schedules import check_schedule, lr_factor
 from sah.tasks.sliding_window import sliding_window_from
-
-
-def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Binary Dice; both empty counts as a perfect 1 (nothing to find, nothing found)."""
-    inter = np.logical_and(pred, truth).sum()
-    total = pred.sum() + truth.sum()
-    return 1.0 if total == 0 else float(2 * inter / total)
 
 
 @torch.no_grad()
@@ -94,7 +88,7 @@ class SegmentationTask(L.LightningModule):
             prob = predict_slices(self.net, image)
             pred = (prob >= self.threshold).cpu().numpy()
             truth, pred = truth.transpose(1, 2, 0), pred.transpose(1, 2, 0)
-        self.val_scores[pid] = dice_score(pred, truth)
+        self.val_scores[pid] = dice(pred, truth)
         self.val_predictions[pid] = pred
 
     def volume_probability(self, image: torch.Tensor) -> torch.Tensor:

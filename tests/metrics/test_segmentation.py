@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sah.metrics import physical_diagonal_mm, segmentation_metrics
+from sah.metrics import dice, physical_diagonal_mm, segmentation_metrics
 
 SPACING = (0.9, 0.7, 3.0)
 
@@ -195,3 +195,24 @@ def test_rejects_unusable_inputs() -> None:
         segmentation_metrics(mask, mask, (1.0, 1.0))
     with pytest.raises(ValueError, match="spacing"):
         segmentation_metrics(mask, mask, (1.0, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_training_dice_is_the_reported_dice_and_monais(seed: int) -> None:
+    """The Dice a training loop validates with (``dice``) is the one the report shows and
+    MONAI's DiceMetric, so the epoch it picks is picked on the reported metric."""
+    torch = pytest.importorskip("torch")
+    from monai.metrics import DiceMetric
+
+    pred, truth = blobby_pair(seed, (24, 20, 12))
+    reference = DiceMetric(include_background=True)(
+        torch.from_numpy(pred[None, None].astype(np.float32)),
+        torch.from_numpy(truth[None, None].astype(np.float32)),
+    )
+    assert dice(pred, truth) == pytest.approx(float(reference), abs=1e-6)
+    assert dice(pred, truth) == segmentation_metrics(pred, truth, 1.0)["dice"]
+    empty = np.zeros_like(truth)
+    assert dice(empty, empty) == 1.0
+    assert dice(empty, truth) == 0.0
+    with pytest.raises(ValueError, match="binary mask"):
+        dice(pred * 0.5, truth)
