@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sah.data.ct import CTVolume
-from sah.data.patches import VolumeCase
+from sah.data.modules.patches import VolumeCase
+from sah.data.modules.slice_datasets import PatientVolume, apply_window, center_crop_or_pad
 from sah.data.preprocess.geometry import resampled_shape
-from sah.data.slices import PatientVolume, apply_window, center_crop_or_pad
+from sah.data.readers.ct import CTVolume
 from sah.metrics import segmentation_metrics
 from sah.tasks.segmentation import predict_slices
 from sah.tasks.sliding_window import SlidingWindow

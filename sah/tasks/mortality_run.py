@@ -133,7 +133,7 @@ class MortalityRunner(NetworkRunner):
 
 def volume_datamodule(node: DictConfig, choice: str) -> Any:
     """The data group as a ``VolumeDataModule``; slice or tabular data is refused in one line."""
-    from sah.data.volumes import VolumeDataModule
+    from sah.data.modules.volumes import VolumeDataModule
 
     if node is None or node.get("_target_") != f"{VolumeDataModule.__module__}.VolumeDataModule":
         raise ConfigError(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sah.data.patches import PatchDataModule, RandomPatches, VolumeCase
+from sah.data.modules.patches import PatchDataModule, RandomPatches, VolumeCase
 from sah.errors import ConfigError
 
 # A coarse grid keeps each case a few ten thousand voxels.

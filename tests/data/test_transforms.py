@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from sah.data.ct import CTVolume, voxel_spacing
 from sah.data.preprocess import (
     LoraPreprocess,
     MortalityPreprocess,
@@ -26,6 +25,7 @@ from sah.data.preprocess.geometry import (
     shift_affine,
 )
 from sah.data.preprocess.intensity import normalize_nonzero
+from sah.data.readers.ct import CTVolume, voxel_spacing
 from sah.errors import ConfigError, DataError
 
 

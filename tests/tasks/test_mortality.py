@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sah.data.folds import assign_folds
-from sah.data.outcome_split import read_outcome_cohort, split_outcome_cohort
+from sah.data.cohorts.folds import assign_folds
+from sah.data.cohorts.mortality_split import read_outcome_cohort, split_outcome_cohort
 from sah.errors import ConfigError, DataError
 from sah.tasks.classification import ClassificationTask
 from sah.tasks.focal_loss import balanced_class_weights, focal_loss

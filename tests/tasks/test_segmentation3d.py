@@ -116,7 +116,7 @@ def test_volume_batch_without_roi_is_a_config_error() -> None:
 
 
 def test_evaluate_volumes_reports_the_metric_suite_in_the_grid_spacing() -> None:
-    from sah.data.patches import VolumeCase
+    from sah.data.modules.patches import VolumeCase
 
     batch = volume_batch()
     image = batch["image"][0, 0].numpy()  # type: ignore[index]

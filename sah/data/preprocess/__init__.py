@@ -2,7 +2,7 @@
 
 The split matters for caching: a pipeline (``LoraPreprocess``, ``SwinPreprocess``,
 ``MortalityPreprocess``) maps a loaded CT and its label to the same arrays every time, so its
-output is stored by ``sah.data.preprocess_cache.PreprocessCache``; everything random (patches,
+output is stored by ``sah.data.preprocess.cache.PreprocessCache``; everything random (patches,
 window jitter, elastic deformation, flips, slice pairing) runs afterwards, per draw.
 
 Names are imported on first use so that importing the pipelines does not import torch.
@@ -22,7 +22,7 @@ _EXPORTS = {
     "build_preprocess": "sah.data.preprocess.pipelines",
     "AUCMEDI_SHAPE_XYZ": "sah.data.preprocess.pipelines",
     "AUCMEDI_SPACING_XYZ": "sah.data.preprocess.pipelines",
-    "elastic_2d": "sah.data.preprocess.augment",
+    "elastic_2d": "sah.data.preprocess.augment_2d",
     "Patch": "sah.data.preprocess.sampling",
     "PosNegPatchSampler": "sah.data.preprocess.sampling",
     "PosNegPairSampler": "sah.data.preprocess.sampling",
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from sah.data.preprocess.augment import elastic_2d
+    from sah.data.preprocess.augment_2d import elastic_2d
     from sah.data.preprocess.pipelines import (
         AUCMEDI_SHAPE_XYZ,
         AUCMEDI_SPACING_XYZ,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from sah.data.ct import to_closest_ras, voxel_spacing
+from sah.data.readers.ct import to_closest_ras, voxel_spacing
 
 
 def shift_affine(affine: np.ndarray, offset: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -77,7 +77,7 @@ def center_crop_or_pad(
 
     Returns the array and the old-grid index of its voxel 0 (negative where padded), for
     ``shift_affine``. Odd differences put the extra voxel at the far end, as
-    ``sah.data.slices.center_crop_or_pad`` and AUCMEDI's Padding/Crop do.
+    ``sah.data.modules.slice_datasets.center_crop_or_pad`` and AUCMEDI's Padding/Crop do.
     """
     if len(shape) != array.ndim:
         raise ValueError(f"shape {tuple(shape)} does not match array of {array.ndim} dimensions")

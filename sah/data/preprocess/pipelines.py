@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sah.data.ct import CTVolume, voxel_spacing
 from sah.data.preprocess.geometry import (
     center_crop_or_pad,
     ensure_ras,
@@ -33,6 +32,7 @@ from sah.data.preprocess.intensity import (
     normalize_nonzero,
     standardize_affine,
 )
+from sah.data.readers.ct import CTVolume, voxel_spacing
 from sah.errors import ConfigError, DataError
 
 # The mortality study's AUCMEDI sitk_loader and arrays are (z, y, x): input_shape (160, 128, 128)
@@ -140,7 +140,7 @@ class LoraPreprocess(Preprocess):
     """LoRA study: no resampling; axial planes centre-cropped or padded to ``size`` x ``size``.
 
     The image stays in HU because the 0-140 HU window is jittered per draw (window and jitter:
-    ``sah.data.slices``); padding uses ``pad_hu`` (air), below any jittered window.
+    ``sah.data.modules.slice_datasets``); padding uses ``pad_hu`` (air), below any jittered window.
     """
 
     name: ClassVar[str] = "lora"

@@ -1,8 +1,7 @@
 """Random 2D augmentation for the slice datasets (the LoRA study's elastic deformation).
 
-Window jitter and horizontal flip already live in ``sah.data.slices.TrainingSlices``; this adds
-the elastic deformation, applied to image and label with one displacement field so that they
-stay aligned.
+Window jitter and horizontal flip already live in the 2D training slices; this adds the elastic
+deformation, applied to image and label with one displacement field so that they stay aligned.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Each CT goes through the mortality study's deterministic preprocessing once
 (``MortalityPreprocess``, cached on disk by ``PreprocessCache``) and stays in memory; training
-volumes are then augmented per draw. Splits come from ``sah.data.outcome_split``: the outer fold
-(test), a selection set carved from the training patients (val), and an optional fixed hold-out
-set, all stratified by outcome.
+volumes are then augmented per draw. Splits come from ``sah.data.cohorts.mortality_split``:
+the outer fold (test), a selection set carved from the training patients (val), and an optional
+fixed hold-out set, all stratified by outcome.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sah.data.folds import check_selection_fraction, read_folds_file
-from sah.data.outcome_split import OutcomeSplit, read_outcome_cohort, split_outcome_cohort
-from sah.data.volume_augment import VolumeAugmentation
+from sah.data.cohorts.folds import check_selection_fraction, read_folds_file
+from sah.data.cohorts.mortality_split import OutcomeSplit, read_outcome_cohort, split_outcome_cohort
+from sah.data.preprocess.augment_3d import VolumeAugmentation
 from sah.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class VolumeDataModule(L.LightningDataModule):
         if self.split is not None:
             return
         from sah.data.cache import cache_dir
-        from sah.data.preprocess_cache import PreprocessCache
+        from sah.data.preprocess.cache import PreprocessCache
 
         cohort = read_outcome_cohort(self.manifest, self.outcome, self.outcomes)
         self.split = split_outcome_cohort(

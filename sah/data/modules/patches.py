@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sah.data.datamodule import volume_bin
-from sah.data.folds import (
+from sah.data.cohorts.folds import (
     FoldSplit,
     check_selection_fraction,
     read_folds_file,
     site_split,
     split_with_selection,
 )
+from sah.data.modules.slices import volume_bin
 from sah.data.preprocess.pipelines import Preprocess, build_preprocess
 from sah.data.preprocess.sampling import PosNegPatchSampler
 from sah.errors import ConfigError, DataError, SahError
@@ -67,8 +67,8 @@ def load_volume_cases(
 ) -> tuple[list[VolumeCase], list[str]]:
     """Every labelled case of a manifest, preprocessed (through the cache); with
     ``on_error='skip'`` bad cases are listed instead of stopping the run."""
-    from sah.data.manifest import read_manifest
-    from sah.data.preprocess_cache import PreprocessCache
+    from sah.data.cohorts.manifest import read_manifest
+    from sah.data.preprocess.cache import PreprocessCache
 
     if on_error not in ("raise", "skip"):
         raise ConfigError("data.on_error", f"must be 'raise' or 'skip', got {on_error!r}")

@@ -10,13 +10,13 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from sah.data.folds import (
+from sah.data.cohorts.folds import (
     FoldSplit,
     check_selection_fraction,
     read_folds_file,
     split_with_selection,
 )
-from sah.data.slices import (
+from sah.data.modules.slice_datasets import (
     PatientSlices,
     PatientVolume,
     TrainingSlices,
@@ -39,8 +39,8 @@ def load_patients(
     manifest: str | Path, on_error: str = "raise"
 ) -> tuple[list[PatientVolume], list[str]]:
     """Read every labelled case of a manifest; with ``on_error='skip'`` list bad cases instead."""
-    from sah.data.ct import load_ct, load_label
-    from sah.data.manifest import read_manifest
+    from sah.data.cohorts.manifest import read_manifest
+    from sah.data.readers.ct import load_ct, load_label
 
     if on_error not in ("raise", "skip"):
         raise ConfigError("data.on_error", f"must be 'raise' or 'skip', got {on_error!r}")
