@@ -35,10 +35,10 @@ from sah.data.cohorts.folds import (
     site_split,
     split_with_selection,
 )
-from sah.data.modules.slices import volume_bin
 from sah.data.preprocess.pipelines import Preprocess, build_preprocess
 from sah.data.preprocess.sampling import PosNegPatchSampler
 from sah.errors import ConfigError, DataError, SahError
+from sah.metrics.aggregate import volume_bin
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ class PatchDataModule(L.LightningDataModule):
             self.n_folds,
             self.split_seed,
             self.selection_fraction,
-            strata=[volume_bin(by_id[i].blood_volume_ml) for i in internal],
+            strata=[volume_bin(by_id[i].blood_volume_ml, open_top=False) for i in internal],
             pinned=read_folds_file(self.folds_file),
         )
         self.train_cases = [by_id[i] for i in self.split.train]

@@ -23,16 +23,9 @@ from sah.data.modules.slice_datasets import (
     collate_patient,
 )
 from sah.errors import ConfigError, DataError, SahError
+from sah.metrics.aggregate import volume_bin
 
 log = logging.getLogger(__name__)
-
-VOLUME_BIN_EDGES_ML = (25.0, 50.0, 100.0)
-
-
-def volume_bin(volume_ml: float) -> str:
-    """The LoRA study's hemorrhage-volume bins (0-25-50-100-225 mL) as stratification labels."""
-    labels = ("0-25", "25-50", "50-100", "100-225")
-    return labels[int(np.searchsorted(VOLUME_BIN_EDGES_ML, volume_ml, side="right"))]
 
 
 def load_patients(
@@ -142,7 +135,7 @@ class SliceDataModule(L.LightningDataModule):
             self.n_folds,
             self.split_seed,
             self.selection_fraction,
-            strata=[volume_bin(v) for v in volumes],
+            strata=[volume_bin(v, open_top=False) for v in volumes],
             pinned=read_folds_file(self.folds_file),
         )
         self.train_patients = [by_id[i] for i in self.split.train]
