@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from sah.data.modules.patches import VolumeCase
-from sah.data.modules.slice_datasets import PatientVolume, apply_window, center_crop_or_pad
-from sah.data.preprocess.geometry import resampled_shape
+from sah.data.modules.slice_datasets import PatientVolume
+from sah.data.preprocess.geometry import center_crop_or_pad_xy, resampled_shape
+from sah.data.preprocess.intensity import apply_window
 from sah.data.readers.ct import CTVolume
 from sah.metrics import segmentation_metrics
 from sah.tasks.segmentation import predict_slices
@@ -49,7 +50,7 @@ def slice_probabilities(
     result is mapped back to the input's in-plane size (zero outside a crop).
     """
     nx, ny, nz = image_hu.shape
-    windowed = center_crop_or_pad(apply_window(image_hu, *window), size, 0.0)
+    windowed = center_crop_or_pad_xy(apply_window(image_hu, *window), size, 0.0)
     stack = torch.from_numpy(np.ascontiguousarray(windowed.transpose(2, 0, 1)))[:, None]
     net.eval()
     prob = predict_slices(net, stack).numpy().transpose(1, 2, 0)

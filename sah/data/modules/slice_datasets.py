@@ -10,6 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sah.data.preprocess.geometry import center_crop_or_pad_xy
+from sah.data.preprocess.intensity import apply_window
+
 
 @dataclass
 class PatientVolume:
@@ -19,27 +22,6 @@ class PatientVolume:
     image_hu: np.ndarray
     label: np.ndarray
     spacing: tuple[float, float, float]
-
-
-def apply_window(hu: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map [low, high] HU linearly to [0, 1] and clip: the LoRA study's 0-140 HU window."""
-    return np.clip((hu - low) / (high - low), 0.0, 1.0).astype(np.float32)
-
-
-def center_crop_or_pad(plane: np.ndarray, size: int, fill: float) -> np.ndarray:
-    """Crop or pad the first two axes of ``plane`` to ``size`` around the centre."""
-    out = plane
-    for axis in (0, 1):
-        n = out.shape[axis]
-        if n > size:
-            start = (n - size) // 2
-            out = np.take(out, range(start, start + size), axis=axis)
-        elif n < size:
-            before = (size - n) // 2
-            pad = [(0, 0)] * out.ndim
-            pad[axis] = (before, size - n - before)
-            out = np.pad(out, pad, constant_values=fill)
-    return out
 
 
 class TrainingSlices(Dataset):
@@ -96,8 +78,8 @@ class TrainingSlices(Dataset):
             weight = 1.0 - (abs(dlow) + abs(dhigh)) / (2 * self.jitter)
         image = apply_window(pv.image_hu[:, :, z], low, high)
         label = pv.label[:, :, z].astype(np.float32)
-        image = center_crop_or_pad(image, self.size, 0.0)
-        label = center_crop_or_pad(label, self.size, 0.0)
+        image = center_crop_or_pad_xy(image, self.size, 0.0)
+        label = center_crop_or_pad_xy(label, self.size, 0.0)
         if rng.random() < self.flip_prob:
             # Axis 0 is x (left-right in RAS): a horizontal flip of the axial slice.
             image, label = image[::-1], label[::-1]
@@ -128,8 +110,8 @@ class PatientSlices(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, object]:
         pv = self.patients[i]
-        image = center_crop_or_pad(apply_window(pv.image_hu, *self.window), self.size, 0.0)
-        label = center_crop_or_pad(pv.label.astype(np.uint8), self.size, 0)
+        image = center_crop_or_pad_xy(apply_window(pv.image_hu, *self.window), self.size, 0.0)
+        label = center_crop_or_pad_xy(pv.label.astype(np.uint8), self.size, 0)
         return {
             "patient_id": pv.patient_id,
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[:, None],
