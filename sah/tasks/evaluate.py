@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sah.data.modules.patches import VolumeCase
-from sah.data.modules.slice_datasets import PatientVolume
+from sah.data.modules.case import Case
 from sah.data.preprocess.geometry import center_crop_or_pad_xy, resampled_shape
 from sah.data.preprocess.intensity import apply_window
 from sah.data.readers.ct import CTVolume
@@ -145,7 +144,7 @@ def _offsets(n: int, size: int) -> tuple[int, int, int, int]:
 
 def evaluate_patients(
     net: nn.Module,
-    patients: Sequence[PatientVolume],
+    patients: Sequence[Case],
     window: tuple[float, float],
     size: int,
     threshold: float = 0.5,
@@ -154,9 +153,9 @@ def evaluate_patients(
     rows: list[dict[str, object]] = []
     masks: dict[str, np.ndarray] = {}
     for pv in patients:
-        pred = predict_volume(net, pv.image_hu, window, size, threshold)
+        pred = predict_volume(net, pv.image, window, size, threshold)
         masks[pv.patient_id] = pred
-        metrics = segmentation_metrics(pred, pv.label.astype(bool), pv.spacing)
+        metrics = segmentation_metrics(pred, pv.mask.astype(bool), pv.spacing)
         rows.append({"patient_id": pv.patient_id, **metrics})
     return rows, masks
 
@@ -177,7 +176,7 @@ def predict_volume_3d(
 
 def evaluate_volumes(
     net: nn.Module,
-    cases: Sequence[VolumeCase],
+    cases: Sequence[Case],
     window: SlidingWindow,
     threshold: float = 0.5,
 ) -> tuple[list[dict[str, object]], dict[str, np.ndarray]]:
@@ -188,7 +187,7 @@ def evaluate_volumes(
     for case in cases:
         pred = predict_volume_3d(net, case.image, window, threshold)
         masks[case.patient_id] = pred
-        metrics = segmentation_metrics(pred, case.label.astype(bool), case.spacing)
+        metrics = segmentation_metrics(pred, case.mask.astype(bool), case.spacing)
         rows.append({"patient_id": case.patient_id, **metrics})
     return rows, masks
 

@@ -346,7 +346,7 @@ def test_synthetic_data_config_joins_the_clinical_outcome(
     clinical = pd.read_csv(synthetic_manifest.parent / "clinical.csv", dtype={"patient_id": str})
     outcome = dict(zip(clinical.patient_id, clinical.mortality_3m, strict=True))
     for split in ("train", "val"):
-        for volume in datamodule.volumes[split]:
+        for volume in datamodule.cases[split]:
             assert volume.y == outcome[volume.patient_id]
             assert volume.image.shape == (32, 32, 32)
     batch = next(iter(datamodule.train_dataloader()))

@@ -1,14 +1,21 @@
-"""LightningDataModule for 2D slice training on a manifest cohort with patient-level folds."""
+"""2D nets on a manifest cohort: the LightningDataModule and its axial-slice datasets.
+
+Training slices are drawn balanced between positive and negative; the selection set (``val``)
+and the outer fold (``test``) are whole patients, whose volume is reassembled from its slices to
+score it in 3D. Folds are by patient, stratified by hemorrhage-volume bin.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, WeightedRandomSampler
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from sah.data.cohorts.folds import (
     FoldSplit,
@@ -16,68 +23,136 @@ from sah.data.cohorts.folds import (
     read_folds_file,
     split_with_selection,
 )
-from sah.data.modules.slice_datasets import (
-    PatientSlices,
-    PatientVolume,
-    TrainingSlices,
-    collate_patient,
-)
-from sah.errors import ConfigError, DataError, SahError
+from sah.data.modules.case import Case, Spacing, load_labelled_cases
+from sah.data.preprocess.geometry import center_crop_or_pad_xy
+from sah.data.preprocess.intensity import apply_window
 from sah.metrics.aggregate import volume_bin
 
 log = logging.getLogger(__name__)
 
 
-def load_patients(
-    manifest: str | Path, on_error: str = "raise"
-) -> tuple[list[PatientVolume], list[str]]:
-    """Read every labelled case of a manifest; with ``on_error='skip'`` list bad cases instead."""
-    from sah.data.cohorts.manifest import read_manifest
+class TrainingSlices(Dataset):
+    """Axial slices of the training patients; which slice an index gets is up to the sampler.
+
+    With ``window_jitter_hu > 0`` each slice's window ends move by up to that many HU and the
+    sample's loss weight drops to ``1 - (|dlow| + |dhigh|) / (2 * jitter)``, as in the LoRA study.
+    """
+
+    def __init__(
+        self,
+        patients: Sequence[Case],
+        window: tuple[float, float],
+        size: int,
+        flip_prob: float = 0.5,
+        window_jitter_hu: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.patients = list(patients)
+        self.window = window
+        self.size = size
+        self.flip_prob = flip_prob
+        self.jitter = window_jitter_hu
+        self.seed = seed
+        self.index = [(p, z) for p, pv in enumerate(self.patients) for z in range(pv.mask.shape[2])]
+        self.positive = np.array(
+            [self.patients[p].mask[:, :, z].any() for p, z in self.index], dtype=bool
+        )
+        self._draws = 0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sampling_weights(self, positive_fraction: float) -> torch.Tensor:
+        """Per-slice weights so that a weighted sampler draws positives at ``positive_fraction``."""
+        n_pos = int(self.positive.sum())
+        n_neg = len(self.positive) - n_pos
+        if n_pos == 0 or n_neg == 0:
+            return torch.ones(len(self.positive), dtype=torch.double)
+        w = np.where(self.positive, positive_fraction / n_pos, (1 - positive_fraction) / n_neg)
+        return torch.as_tensor(w, dtype=torch.double)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        p, z = self.index[i]
+        pv = self.patients[p]
+        rng = np.random.default_rng([self.seed, i, self._next_draw()])
+        low, high = self.window
+        weight = 1.0
+        if self.jitter > 0:
+            dlow, dhigh = rng.uniform(-self.jitter, self.jitter, size=2)
+            low, high = low + dlow, high + dhigh
+            weight = 1.0 - (abs(dlow) + abs(dhigh)) / (2 * self.jitter)
+        image = apply_window(pv.image[:, :, z], low, high)
+        label = pv.mask[:, :, z].astype(np.float32)
+        image = center_crop_or_pad_xy(image, self.size, 0.0)
+        label = center_crop_or_pad_xy(label, self.size, 0.0)
+        if rng.random() < self.flip_prob:
+            # Axis 0 is x (left-right in RAS): a horizontal flip of the axial slice.
+            image, label = image[::-1], label[::-1]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image))[None],
+            "label": torch.from_numpy(np.ascontiguousarray(label))[None],
+            "weight": torch.tensor(weight, dtype=torch.float32),
+        }
+
+    def _next_draw(self) -> int:
+        # Distinct randomness for repeated draws of the same slice within a worker.
+        self._draws += 1
+        return self._draws
+
+
+class PatientSlices(Dataset):
+    """Whole patients, each as a stack of windowed slices (z, 1, size, size) with its label."""
+
+    def __init__(self, patients: Sequence[Case], window: tuple[float, float], size: int) -> None:
+        self.patients = list(patients)
+        self.window = window
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        pv = self.patients[i]
+        image = center_crop_or_pad_xy(apply_window(pv.image, *self.window), self.size, 0.0)
+        label = center_crop_or_pad_xy(pv.mask.astype(np.uint8), self.size, 0)
+        return {
+            "patient_id": pv.patient_id,
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[:, None],
+            "label": torch.from_numpy(np.ascontiguousarray(label.transpose(2, 0, 1))),
+            "spacing": torch.tensor(pv.spacing, dtype=torch.float64),
+        }
+
+
+def collate_patient(batch: list[dict[str, object]]) -> dict[str, object]:
+    """Validation loaders use batch size 1: a 'batch' is one patient's slice stack."""
+    if len(batch) != 1:
+        raise ValueError("patient loaders take batch_size=1")
+    return batch[0]
+
+
+def load_patients(manifest: str | Path, on_error: str = "raise") -> tuple[list[Case], list[str]]:
+    """Every labelled case of a manifest in HU, in its own grid; with ``on_error='skip'`` bad
+    cases are listed instead of stopping the run."""
     from sah.data.readers.ct import load_ct, load_label
 
-    if on_error not in ("raise", "skip"):
-        raise ConfigError("data.on_error", f"must be 'raise' or 'skip', got {on_error!r}")
-    # With skip, missing files are found per case below instead of failing the whole manifest.
-    table = read_manifest(manifest, check_files=on_error == "raise")
-    if "label" not in table.columns:
-        raise ConfigError(
-            "data.manifest",
-            f"{manifest} has no 'label' column; segmentation training needs a label per patient",
-        )
-    patients: list[PatientVolume] = []
-    skipped: list[str] = []
-    for row in table.itertuples(index=False):
-        try:
-            if row.label is None:
-                raise DataError(manifest, f"patient {row.patient_id} has no label", "add one")
-            ct = load_ct(row.image)
-            label = load_label(row.label, like=ct)
-        except SahError as err:
-            if on_error == "raise":
-                raise
-            log.warning("skipping patient %s: %s", row.patient_id, err)
-            skipped.append(f"{row.patient_id}: {err}")
-            continue
-        patients.append(
-            PatientVolume(
-                str(row.patient_id),
-                ct.array,
-                (label > 0).astype(np.uint8),
-                cast("tuple[float, float, float]", tuple(float(s) for s in ct.spacing)),
-            )
-        )
-    if not patients:
-        raise ConfigError("data.manifest", f"no usable patient in {manifest}")
-    return patients, skipped
+    def load(image: str, label: str) -> tuple[np.ndarray, np.ndarray, Spacing]:
+        ct = load_ct(image)
+        spacing = cast("Spacing", tuple(float(s) for s in ct.spacing))
+        return ct.array, load_label(label, like=ct), spacing
+
+    return load_labelled_cases(manifest, on_error, load)
 
 
 class SliceDataModule(L.LightningDataModule):
     """Patients of one fold: training slices drawn balanced; the selection set (``val``, carved
     from the training patients) and the outer fold (``test``) as whole patients.
 
-    After ``setup``: ``train_patients``, ``val_patients`` (validated every epoch: they choose
-    the checkpoint), ``test_patients`` (scored once after training), ``split`` (their ids).
+    After ``setup``: ``train_cases``, ``val_cases`` (validated every epoch: they choose the
+    checkpoint), ``test_cases`` (scored once after training), ``split`` (their ids); no
+    ``external_cases``. The contract is ``sah.data.modules.protocol.SegmentationData``.
     """
+
+    spatial_dims = 2
 
     def __init__(
         self,
@@ -117,18 +192,17 @@ class SliceDataModule(L.LightningDataModule):
         self.folds_file = folds_file
         self.skipped: list[str] = []
         self.split: FoldSplit | None = None
-        self.train_patients: list[PatientVolume] = []
-        self.val_patients: list[PatientVolume] = []
-        self.test_patients: list[PatientVolume] = []
+        self.train_cases: list[Case] = []
+        self.val_cases: list[Case] = []
+        self.test_cases: list[Case] = []
+        self.external_cases: list[Case] = []
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_patients:
+        if self.train_cases:
             return
         patients, self.skipped = load_patients(self.manifest, self.on_error)
         by_id = {p.patient_id: p for p in patients}
-        volumes = [
-            float(p.label.sum()) * float(np.prod(p.spacing)) / 1000.0 for p in by_id.values()
-        ]
+        volumes = [p.blood_volume_ml for p in by_id.values()]
         self.split = split_with_selection(
             list(by_id),
             self.fold,
@@ -138,9 +212,9 @@ class SliceDataModule(L.LightningDataModule):
             strata=[volume_bin(v, open_top=False) for v in volumes],
             pinned=read_folds_file(self.folds_file),
         )
-        self.train_patients = [by_id[i] for i in self.split.train]
-        self.val_patients = [by_id[i] for i in self.split.selection]
-        self.test_patients = [by_id[i] for i in self.split.test]
+        self.train_cases = [by_id[i] for i in self.split.train]
+        self.val_cases = [by_id[i] for i in self.split.selection]
+        self.test_cases = [by_id[i] for i in self.split.test]
 
     def inference_spec(self) -> dict[str, object]:
         """How a trained net sees a volume: stored in checkpoints for sah-predict."""
@@ -149,14 +223,14 @@ class SliceDataModule(L.LightningDataModule):
             "window": list(self.window),
             "slice_size": self.slice_size,
         }
-        if self.train_patients:  # the pixel size the net learnt blood at (median in-plane)
-            pixels = [float(np.mean(p.spacing[:2])) for p in self.train_patients]
+        if self.train_cases:  # the pixel size the net learnt blood at (median in-plane)
+            pixels = [float(np.mean(p.spacing[:2])) for p in self.train_cases]
             spec["pixel_mm"] = round(float(np.median(pixels)), 4)
         return spec
 
     def train_dataloader(self) -> DataLoader:
         dataset = TrainingSlices(
-            self.train_patients,
+            self.train_cases,
             self.window,
             self.slice_size,
             flip_prob=self.flip_prob,
@@ -179,7 +253,7 @@ class SliceDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
-            PatientSlices(self.val_patients, self.window, self.slice_size),
+            PatientSlices(self.val_cases, self.window, self.slice_size),
             batch_size=1,
             collate_fn=collate_patient,
             num_workers=self.num_workers,
