@@ -1,7 +1,10 @@
-"""sah.data: CT volumes, labels and manifests from real-world files.
+"""sah.data: CT volumes, labels and manifests from real-world files, and the data modules.
 
-Names are imported on first use so that ``import sah.data`` stays cheap (no pandas or pydicom
-until a manifest or a DICOM series is actually read).
+By role: ``readers`` (CT files), ``cohorts`` (manifests, layouts, folds), ``preprocess``
+(deterministic pipelines, their cache, random augmentation), ``modules`` (the data modules a task
+trains on), ``synthetic`` (phantom cohorts). Names are imported on first use so that
+``import sah.data`` stays cheap (no pandas or pydicom until a manifest or a DICOM series is
+actually read).
 """
 
 from __future__ import annotations
