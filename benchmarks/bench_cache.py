@@ -33,9 +33,9 @@ import nibabel as nib
 import numpy as np
 from results_io import write_results
 
-from sah.data.ct import load_ct, load_label
+from sah.data.preprocess.cache import PreprocessCache
 from sah.data.preprocess.pipelines import PreprocessedCase, SwinPreprocess
-from sah.data.preprocess_cache import PreprocessCache
+from sah.data.readers.ct import load_ct, load_label
 
 
 def make_case(

@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def collect_cases(inputs: list[str], labels: list[str]) -> list[Case]:
     """Inputs as cases; a .csv input is a manifest whose rows (with labels) are cases."""
-    from sah.data.manifest import read_manifest
+    from sah.data.cohorts.manifest import read_manifest
 
     if labels and len(labels) != len(inputs):
         raise SahError(f"--label given {len(labels)} times for {len(inputs)} inputs; give one each")
@@ -123,7 +123,7 @@ def mask_on_tilted_series(mask_ras: np.ndarray, meta: dict[str, Any]):
     (i, j) of slice k, and the sform carries the shear (a qform cannot, so it is unset)."""
     import nibabel as nib
 
-    from sah.data.dicom import mask_on_acquired_grid
+    from sah.data.readers.dicom import mask_on_acquired_grid
 
     data, affine = mask_on_acquired_grid(mask_ras, meta)
     image = nib.Nifti1Image(data, affine)
@@ -136,7 +136,7 @@ def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, A
     """Segment one case into ``out_dir`` and return its summary row."""
     import nibabel as nib
 
-    from sah.data.ct import load_ct, load_label
+    from sah.data.readers.ct import load_ct, load_label
     from sah.metrics import segmentation_metrics
     from sah.tasks.inference import head_ct_warnings
     from sah.tasks.overlay import save_overlays

@@ -1,7 +1,10 @@
-"""sah.data: CT volumes, labels and manifests from real-world files.
+"""sah.data: CT volumes, labels and manifests from real-world files, and the data modules.
 
-Names are imported on first use so that ``import sah.data`` stays cheap (no pandas or pydicom
-until a manifest or a DICOM series is actually read).
+By role: ``readers`` (CT files), ``cohorts`` (manifests, layouts, folds), ``preprocess``
+(deterministic pipelines, their cache, random augmentation), ``modules`` (the data modules a task
+trains on), ``synthetic`` (phantom cohorts). Names are imported on first use so that
+``import sah.data`` stays cheap (no pandas or pydicom until a manifest or a DICOM series is
+actually read).
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "CTVolume": "sah.data.ct",
-    "load_ct": "sah.data.ct",
-    "load_label": "sah.data.ct",
-    "read_manifest": "sah.data.manifest",
-    "write_manifest": "sah.data.manifest",
-    "build_manifest": "sah.data.layouts",
-    "anonymous_id": "sah.data.privacy",
+    "CTVolume": "sah.data.readers.ct",
+    "load_ct": "sah.data.readers.ct",
+    "load_label": "sah.data.readers.ct",
+    "read_manifest": "sah.data.cohorts.manifest",
+    "write_manifest": "sah.data.cohorts.manifest",
+    "build_manifest": "sah.data.cohorts.layouts",
+    "anonymous_id": "sah.data.readers.privacy",
 }
 
 __all__ = [
@@ -30,10 +33,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from sah.data.ct import CTVolume, load_ct, load_label
-    from sah.data.layouts import build_manifest
-    from sah.data.manifest import read_manifest, write_manifest
-    from sah.data.privacy import anonymous_id
+    from sah.data.cohorts.layouts import build_manifest
+    from sah.data.cohorts.manifest import read_manifest, write_manifest
+    from sah.data.readers.ct import CTVolume, load_ct, load_label
+    from sah.data.readers.privacy import anonymous_id
 
 
 def __getattr__(name: str) -> Any:

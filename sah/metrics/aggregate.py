@@ -42,14 +42,20 @@ def volume_bin_labels(bins: Sequence[float] = VOLUME_BINS_ML) -> list[str]:
     return [*bounded, f"{_format_edge(edges[-1])}+"]
 
 
-def volume_bin(volume_ml: float, bins: Sequence[float] = VOLUME_BINS_ML) -> str:
+def volume_bin(
+    volume_ml: float, bins: Sequence[float] = VOLUME_BINS_ML, *, open_top: bool = True
+) -> str:
     """Label of the half-open bin ``[lo, hi)`` holding ``volume_ml``; at or above the last edge
-    it is the open bin (``"225+"``)."""
+    it is the open bin (``"225+"``).
+
+    ``open_top=False`` puts those volumes in the last bounded bin (``"100-225"``) instead: the
+    folds' strata, where a bleed over 225 mL is too rare to make a stratum of its own.
+    """
     labels = volume_bin_labels(bins)
     if not (math.isfinite(volume_ml) and volume_ml >= bins[0]):
         raise ValueError(f"volume {volume_ml!r} mL is not a finite value >= {bins[0]} mL")
     index = int(np.searchsorted(np.asarray(bins, dtype=float), volume_ml, side="right")) - 1
-    return labels[index]
+    return labels[index if open_top else min(index, len(labels) - 2)]
 
 
 def _rows(per_patient: Iterable[Mapping[str, Any]] | Any) -> list[Mapping[str, Any]]:

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sah.data.ct import CTVolume
-from sah.data.patches import VolumeCase
-from sah.data.preprocess.geometry import resampled_shape
-from sah.data.slices import PatientVolume, apply_window, center_crop_or_pad
+from sah.data.modules.case import Case
+from sah.data.preprocess.geometry import center_crop_or_pad_xy, resampled_shape
+from sah.data.preprocess.intensity import apply_window
+from sah.data.readers.ct import CTVolume
 from sah.metrics import segmentation_metrics
 from sah.tasks.segmentation import predict_slices
 from sah.tasks.sliding_window import SlidingWindow
@@ -49,7 +49,7 @@ def slice_probabilities(
     result is mapped back to the input's in-plane size (zero outside a crop).
     """
     nx, ny, nz = image_hu.shape
-    windowed = center_crop_or_pad(apply_window(image_hu, *window), size, 0.0)
+    windowed = center_crop_or_pad_xy(apply_window(image_hu, *window), size, 0.0)
     stack = torch.from_numpy(np.ascontiguousarray(windowed.transpose(2, 0, 1)))[:, None]
     net.eval()
     prob = predict_slices(net, stack).numpy().transpose(1, 2, 0)
@@ -144,7 +144,7 @@ def _offsets(n: int, size: int) -> tuple[int, int, int, int]:
 
 def evaluate_patients(
     net: nn.Module,
-    patients: Sequence[PatientVolume],
+    patients: Sequence[Case],
     window: tuple[float, float],
     size: int,
     threshold: float = 0.5,
@@ -153,9 +153,9 @@ def evaluate_patients(
     rows: list[dict[str, object]] = []
     masks: dict[str, np.ndarray] = {}
     for pv in patients:
-        pred = predict_volume(net, pv.image_hu, window, size, threshold)
+        pred = predict_volume(net, pv.image, window, size, threshold)
         masks[pv.patient_id] = pred
-        metrics = segmentation_metrics(pred, pv.label.astype(bool), pv.spacing)
+        metrics = segmentation_metrics(pred, pv.mask.astype(bool), pv.spacing)
         rows.append({"patient_id": pv.patient_id, **metrics})
     return rows, masks
 
@@ -176,7 +176,7 @@ def predict_volume_3d(
 
 def evaluate_volumes(
     net: nn.Module,
-    cases: Sequence[VolumeCase],
+    cases: Sequence[Case],
     window: SlidingWindow,
     threshold: float = 0.5,
 ) -> tuple[list[dict[str, object]], dict[str, np.ndarray]]:
@@ -187,7 +187,7 @@ def evaluate_volumes(
     for case in cases:
         pred = predict_volume_3d(net, case.image, window, threshold)
         masks[case.patient_id] = pred
-        metrics = segmentation_metrics(pred, case.label.astype(bool), case.spacing)
+        metrics = segmentation_metrics(pred, case.mask.astype(bool), case.spacing)
         rows.append({"patient_id": case.patient_id, **metrics})
     return rows, masks
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sah.data.ct import CTVolume
+from sah.data.readers.ct import CTVolume
 from sah.errors import DataError
 
 SPEC_KEY = "sah_inference"

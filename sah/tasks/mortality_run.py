@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from sah.data.modules.protocol import OutcomeData, patient_sets
 from sah.errors import ConfigError
 from sah.tasks.driver import Evaluation
 from sah.tasks.network_runner import (
@@ -33,6 +34,8 @@ SCORED_SETS = ("val", "test", "holdout")
 
 
 class MortalityRunner(NetworkRunner):
+    datamodule: OutcomeData
+
     def prepare(self) -> None:
         from sah.tasks.transfer import prepare_network
 
@@ -54,11 +57,7 @@ class MortalityRunner(NetworkRunner):
         self.trainer: Any = None
 
     def splits(self) -> dict[str, list[str]]:
-        split = self.datamodule.split
-        sets = {"train": split.train, "val": split.val, "test": split.test}
-        if split.holdout:
-            sets["holdout"] = split.holdout
-        return sets
+        return patient_sets(self.datamodule, holdout=self.datamodule.holdout_cases)
 
     def tags(self) -> dict[str, str]:
         return {
@@ -131,9 +130,9 @@ class MortalityRunner(NetworkRunner):
         return Evaluation(metrics, artifacts, lines, self.trainer.global_step)
 
 
-def volume_datamodule(node: DictConfig, choice: str) -> Any:
+def volume_datamodule(node: DictConfig, choice: str) -> OutcomeData:
     """The data group as a ``VolumeDataModule``; slice or tabular data is refused in one line."""
-    from sah.data.volumes import VolumeDataModule
+    from sah.data.modules.volumes import VolumeDataModule
 
     if node is None or node.get("_target_") != f"{VolumeDataModule.__module__}.VolumeDataModule":
         raise ConfigError(
@@ -233,7 +232,7 @@ def write_reports(
     ]
 
 
-def summary_lines(summary: dict[str, float], datamodule: Any, cfg: DictConfig) -> list[str]:
+def summary_lines(summary: dict[str, float], datamodule: OutcomeData, cfg: DictConfig) -> list[str]:
     where = {
         "test": f"outer fold {cfg.fold} of {datamodule.n_folds}",
         "val": "selection set, chose epoch and threshold",

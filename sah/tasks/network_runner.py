@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sah.data.modules.protocol import TaskData
 from sah.errors import ConfigError
 from sah.tasks.driver import TaskRunner
 
@@ -22,7 +23,7 @@ class NetworkRunner(TaskRunner):
 
     net: torch.nn.Module
     module: Any
-    datamodule: Any
+    datamodule: TaskData
 
     def trainable_params(self) -> int:
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sah.data.modules.protocol import SegmentationData, patient_sets
 from sah.errors import ConfigError
 from sah.tasks.driver import Evaluation
 from sah.tasks.network_runner import (
@@ -30,6 +31,10 @@ from sah.tasks.network_runner import (
     plain,
 )
 
+if TYPE_CHECKING:
+    from sah.data.modules.case import Case
+    from sah.data.modules.slices import SliceDataModule
+
 log = logging.getLogger("sah.train")
 
 # Sets scored after training, in the order the per-patient CSV lists them.
@@ -38,6 +43,8 @@ SCORED_SETS = ("val", "test")
 
 class SegmentationRunner(NetworkRunner):
     """Builds net, adapter, data module and trainer; fits; scores selection and test sets."""
+
+    datamodule: SegmentationData
 
     def prepare(self) -> None:
         from sah.tasks.ddp_ranks import is_worker_rank
@@ -60,12 +67,7 @@ class SegmentationRunner(NetworkRunner):
         self.trainer: Any = None
 
     def splits(self) -> dict[str, list[str]]:
-        split = self.datamodule.split
-        sets = {"train": split.train, "val": split.selection, "test": split.test}
-        external = getattr(self.datamodule, "external_cases", None)
-        if external:
-            sets["external"] = [c.patient_id for c in external]
-        return sets
+        return patient_sets(self.datamodule)
 
     def tags(self) -> dict[str, str]:
         tags = adapter_tags(self.cfg, self.choices)
@@ -89,9 +91,9 @@ class SegmentationRunner(NetworkRunner):
             size_key: plain(data.get(size_key)),
             per_epoch: data.get(per_epoch),
             "cohort": cohort_name(cfg),
-            "n_train": len(self.datamodule.split.train),
-            "n_val": len(self.datamodule.split.selection),
-            "n_test": len(self.datamodule.split.test),
+            "n_train": len(self.datamodule.train_cases),
+            "n_val": len(self.datamodule.val_cases),
+            "n_test": len(self.datamodule.test_cases),
             "precision": cfg.trainer.get("precision"),
         }
 
@@ -139,7 +141,7 @@ class SegmentationRunner(NetworkRunner):
         artifacts: list[tuple[Path, str | None]] = [
             (write_rows(rows, out / "per_patient_metrics.csv"), None)
         ]
-        if getattr(dm, "external_cases", None):
+        if dm.external_cases:
             external_rows, _, _ = evaluate_3d(self.module, dm.external_cases, device)
             metrics.update(summarise(external_rows, "external"))
             rows = [{"set": "external", **row} for row in external_rows]
@@ -159,35 +161,34 @@ class SegmentationRunner(NetworkRunner):
         from sah.tasks.evaluate import evaluate_patients
 
         dm = self.datamodule
+        cases = dm.val_cases if name == "val" else dm.test_cases
         if self.spatial_dims == 3:
-            return evaluate_3d(
-                self.module, dm.val_cases if name == "val" else dm.test_cases, device
-            )
-        patients = dm.val_patients if name == "val" else dm.test_patients
+            return evaluate_3d(self.module, cases, device)
+        slices = cast("SliceDataModule", dm)
         rows, masks = evaluate_patients(
-            self.module.net, patients, dm.window, dm.slice_size, self.module.threshold
+            self.module.net, cases, slices.window, slices.slice_size, self.module.threshold
         )
-        panels = [(p.patient_id, p.image_hu, p.label, masks[p.patient_id]) for p in patients[:4]]
+        panels = [(p.patient_id, p.image, p.label, masks[p.patient_id]) for p in cases[:4]]
         return rows, panels, (0.0, 80.0)
 
     def summary(self, metrics: dict[str, float]) -> list[str]:
         cfg = self.cfg
-        split = self.datamodule.split
+        dm = self.datamodule
         return [
             f"[bold]test/dice[/bold] (outer fold {cfg.fold} of {cfg.data.get('n_folds', '?')}, "
-            f"{len(split.test)} patients never used for choosing): "
+            f"{len(dm.test_cases)} patients never used for choosing): "
             f"[bold green]{metrics['test/dice']:.3f}[/bold green] "
             f"± {metrics.get('test/dice_sd', math.nan):.3f}",
-            f"val/dice (selection set, {len(split.selection)} training-fold patients that chose "
+            f"val/dice (selection set, {len(dm.val_cases)} training-fold patients that chose "
             f"the checkpoint): {metrics['val/dice']:.3f}",
         ]
 
 
 def checked_spatial_dims(
-    cfg: DictConfig, choices: dict[str, str], datamodule: Any, module: Any
+    cfg: DictConfig, choices: dict[str, str], datamodule: SegmentationData, module: Any
 ) -> int:
     """2 (slices) or 3 (patches and whole volumes), as the data gives; the model must agree."""
-    data_dims = int(getattr(datamodule, "spatial_dims", 2))
+    data_dims = datamodule.spatial_dims
     model_dims = int(cfg.model.get("spatial_dims", 2))
     if data_dims != model_dims:
         fix = "data=synthetic_sah_3d or data=manifest_3d" if model_dims == 3 else "a 2D data option"
@@ -205,7 +206,7 @@ def checked_spatial_dims(
 
 
 def evaluate_3d(
-    module: Any, cases: list, device: torch.device
+    module: Any, cases: list[Case], device: torch.device
 ) -> tuple[list[dict[str, Any]], list[tuple], tuple[float, float]]:
     """Per-patient rows on whole preprocessed volumes, overlay panels for the first four, and a
     display window for their normalised intensities."""
@@ -219,7 +220,7 @@ def evaluate_3d(
     return rows, panels, window
 
 
-def inference_spec(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+def inference_spec(cfg: DictConfig, datamodule: SegmentationData) -> dict[str, Any]:
     """What sah-predict needs to rebuild the net and preprocess a scan, as plain values."""
     adapter = cfg.get("adapter")
     roi = cfg.task.module.get("roi_size")

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sah.data.manifest import read_manifest
+from sah.data.cohorts.manifest import read_manifest
 from sah.data.synthetic import SynthConfig, ensure_cohort
 
 ADAPTERS = ["none", "full", "lora_c", "conv_lora", "cp_lora", "dora_c", "conv_dora", "cp_dora"]

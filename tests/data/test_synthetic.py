@@ -13,13 +13,12 @@ from scipy import ndimage as ndi
 
 from sah.data.cache import cache_dir
 from sah.data.synthetic import (
-    VOLUME_BINS_ML,
     SynthConfig,
     cohort_dir,
     ensure_cohort,
     generate_patient,
     simulate,
-    volume_bin,
+    volume_bin_index,
     volume_schedule,
 )
 from sah.data.synthetic import cohort as cohort_module
@@ -27,6 +26,7 @@ from sah.data.synthetic.anatomy import load_anatomy
 from sah.data.synthetic.findings import LESION_KINDS
 from sah.data.synthetic.tissues import TISSUE_HU_RANGES
 from sah.errors import ConfigError
+from sah.metrics.aggregate import VOLUME_BINS_ML
 
 # A coarse grid (same 230 mm field of view) keeps each patient well under a second.
 SMALL = {"matrix": 64, "spacing_mm": 3.6, "slice_mm": (5.0, 5.0)}
@@ -74,7 +74,7 @@ def test_config_validates_and_hashes_lists_like_tuples():
 
 def test_volume_schedule_populates_every_lora_bin():
     targets = volume_schedule(SynthConfig(kind="sah", n_patients=30, seed=0))
-    counts = np.bincount([volume_bin(v) for v in targets], minlength=4)
+    counts = np.bincount([volume_bin_index(v) for v in targets], minlength=4)
     assert len(targets) == 30 and counts.min() >= 7, counts
     assert min(targets) >= 1.0 and max(targets) <= VOLUME_BINS_ML[-1]
     assert targets == volume_schedule(SynthConfig(kind="sah", n_patients=30, seed=0))
@@ -158,7 +158,7 @@ def test_sah_volume_hits_its_target(anatomy):
         phantom = simulate(config, index, anatomy)
         target = phantom.findings["target_volume_ml"]
         assert phantom.findings["blood_volume_ml"] == pytest.approx(target, rel=0.03, abs=0.5)
-        assert volume_bin(phantom.findings["blood_volume_ml"]) == index % 4
+        assert volume_bin_index(phantom.findings["blood_volume_ml"]) == index % 4
 
 
 def test_subarachnoid_blood_sits_in_csf_spaces_not_brain(sah_phantom):
@@ -233,7 +233,7 @@ def test_cohort_files_load_back_and_volumes_match(cache):
         voxels = int(np.asarray(label.dataobj).sum())
         voxel_ml = float(np.prod(label.header.get_zooms())) / 1000.0
         assert float(row["blood_volume_ml"]) == pytest.approx(voxels * voxel_ml, abs=1e-3)
-    bins = {volume_bin(float(r["blood_volume_ml"])) for r in rows}
+    bins = {volume_bin_index(float(r["blood_volume_ml"])) for r in rows}
     assert bins == {0, 1, 2, 3}
 
 
@@ -300,5 +300,5 @@ def test_default_sah_cohort_fills_every_bin(tmp_path):
     # closing notes and `sah-synth`'s own timing.
     manifest = ensure_cohort(SynthConfig(kind="sah", seed=0), cache_root=tmp_path)
     volumes = [float(r["blood_volume_ml"]) for r in _rows(manifest)]
-    counts = np.bincount([volume_bin(v) for v in volumes], minlength=4)
+    counts = np.bincount([volume_bin_index(v) for v in volumes], minlength=4)
     assert len(volumes) == 30 and counts.min() >= 7, counts

@@ -49,6 +49,14 @@ def test_volume_bins_are_half_open_with_an_open_top() -> None:
         volume_bin(math.nan)
 
 
+def test_fold_strata_close_the_top_bin() -> None:
+    # The folds stratify with open_top=False: a bleed over 225 mL joins "100-225".
+    assert volume_bin(99.9, open_top=False) == "50-100"
+    assert volume_bin(100.0, open_top=False) == "100-225"
+    assert volume_bin(225.0, open_top=False) == "100-225"
+    assert volume_bin(1000.0, open_top=False) == "100-225"
+
+
 def test_counts_and_means_per_bin_on_a_hand_made_cohort() -> None:
     summary = aggregate(ROWS)
     assert summary["n"] == 6

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sah.data.folds import assign_folds
-from sah.data.outcome_split import read_outcome_cohort, split_outcome_cohort
+from sah.data.cohorts.folds import assign_folds
+from sah.data.cohorts.mortality_split import read_outcome_cohort, split_outcome_cohort
 from sah.errors import ConfigError, DataError
 from sah.tasks.classification import ClassificationTask
 from sah.tasks.focal_loss import balanced_class_weights, focal_loss
@@ -346,7 +346,7 @@ def test_synthetic_data_config_joins_the_clinical_outcome(
     clinical = pd.read_csv(synthetic_manifest.parent / "clinical.csv", dtype={"patient_id": str})
     outcome = dict(zip(clinical.patient_id, clinical.mortality_3m, strict=True))
     for split in ("train", "val"):
-        for volume in datamodule.volumes[split]:
+        for volume in datamodule.cases[split]:
             assert volume.y == outcome[volume.patient_id]
             assert volume.image.shape == (32, 32, 32)
     batch = next(iter(datamodule.train_dataloader()))

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sah.data.ct import CTVolume
 from sah.data.preprocess import build_preprocess
+from sah.data.readers.ct import CTVolume
 from sah.metrics import segmentation_metrics
 from sah.tasks.evaluate import predict_probabilities
 

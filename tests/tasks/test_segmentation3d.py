@@ -116,12 +116,12 @@ def test_volume_batch_without_roi_is_a_config_error() -> None:
 
 
 def test_evaluate_volumes_reports_the_metric_suite_in_the_grid_spacing() -> None:
-    from sah.data.patches import VolumeCase
+    from sah.data.modules.case import Case
 
     batch = volume_batch()
     image = batch["image"][0, 0].numpy()  # type: ignore[index]
     label = batch["label"].numpy()  # type: ignore[union-attr]
-    case = VolumeCase("p1", image, label, (1.5, 1.5, 2.0))
+    case = Case("p1", image, label, (1.5, 1.5, 2.0))
     window = SlidingWindow((16, 16, 8))
     mask = predict_volume_3d(Pointwise(2), image, window)
     np.testing.assert_array_equal(mask, label.astype(bool))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from sah.data.ct import to_closest_ras, voxel_spacing
+from sah.data.readers.ct import to_closest_ras, voxel_spacing
 
 
 def shift_affine(affine: np.ndarray, offset: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -76,8 +76,8 @@ def center_crop_or_pad(
     """Crop or pad each axis to ``shape`` around the centre (``None`` keeps that axis).
 
     Returns the array and the old-grid index of its voxel 0 (negative where padded), for
-    ``shift_affine``. Odd differences put the extra voxel at the far end, as
-    ``sah.data.slices.center_crop_or_pad`` and AUCMEDI's Padding/Crop do.
+    ``shift_affine``. Odd differences put the extra voxel at the far end, as AUCMEDI's
+    Padding/Crop do.
     """
     if len(shape) != array.ndim:
         raise ValueError(f"shape {tuple(shape)} does not match array of {array.ndim} dimensions")
@@ -101,6 +101,12 @@ def center_crop_or_pad(
     if any(p != (0, 0) for p in pads):
         out = np.pad(out, pads, mode="constant", constant_values=fill)
     return np.ascontiguousarray(out), np.asarray(offset, dtype=np.int64)
+
+
+def center_crop_or_pad_xy(array: np.ndarray, size: int, fill: float) -> np.ndarray:
+    """The in-plane axes (x, y) cropped or padded to ``size`` around the centre, any others
+    kept: the square a 2D net sees of an axial slice or of a stack of them."""
+    return center_crop_or_pad(array, (size, size, *[None] * (array.ndim - 2)), fill)[0]
 
 
 def pad_to_at_least(

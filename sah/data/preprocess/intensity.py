@@ -1,4 +1,5 @@
-"""Intensity steps of the pipelines: normalisation over the head, HU clipping, standardising."""
+"""Intensity steps: the 2D nets' HU window, and the pipelines' normalisation over the head, HU
+clipping and standardising."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import numpy as np
 
 StandardizeMode = Literal["minmax", "zscore"]
 STANDARDIZE_MODES: tuple[str, ...] = ("minmax", "zscore")
+
+
+def apply_window(hu: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map [low, high] HU linearly to [0, 1] and clip: the LoRA study's 0-140 HU window."""
+    return np.clip((hu - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
 def normalize_nonzero(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sah.data.ct import CTVolume, voxel_spacing
 from sah.data.preprocess.geometry import (
     center_crop_or_pad,
     ensure_ras,
@@ -33,6 +32,7 @@ from sah.data.preprocess.intensity import (
     normalize_nonzero,
     standardize_affine,
 )
+from sah.data.readers.ct import CTVolume, voxel_spacing
 from sah.errors import ConfigError, DataError
 
 # The mortality study's AUCMEDI sitk_loader and arrays are (z, y, x): input_shape (160, 128, 128)
@@ -133,33 +133,6 @@ def _checked_label(ct: CTVolume, label: np.ndarray | None) -> np.ndarray | None:
             raise DataError(ct.source, "label values outside 0..255", "store class indices")
         label = label.astype(np.uint8)
     return label
-
-
-@dataclass(frozen=True, eq=False)
-class LoraPreprocess(Preprocess):
-    """LoRA study: no resampling; axial planes centre-cropped or padded to ``size`` x ``size``.
-
-    The image stays in HU because the 0-140 HU window is jittered per draw (window and jitter:
-    ``sah.data.slices``); padding uses ``pad_hu`` (air), below any jittered window.
-    """
-
-    name: ClassVar[str] = "lora"
-    size: int = 512
-    pad_hu: float = -1024.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ConfigError("preprocess.size", f"must be a positive integer, got {self.size!r}")
-        self._set("pad_hu", float(self.pad_hu))
-
-    def __call__(self, ct: CTVolume, label: np.ndarray | None = None) -> PreprocessedCase:
-        label = _checked_label(ct, label)
-        image, affine, label = ensure_ras(ct.array, ct.affine, label)
-        target = (self.size, self.size, None)
-        image, offset = center_crop_or_pad(image, target, self.pad_hu)
-        if label is not None:
-            label, _ = center_crop_or_pad(label, target, 0)
-        return PreprocessedCase(image.astype(np.float32), label, shift_affine(affine, offset))
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,7 +242,7 @@ class MortalityPreprocess(Preprocess):
 
 
 PIPELINES: dict[str, type[Preprocess]] = {
-    cls.name: cls for cls in (LoraPreprocess, SwinPreprocess, MortalityPreprocess)
+    cls.name: cls for cls in (SwinPreprocess, MortalityPreprocess)
 }
 
 

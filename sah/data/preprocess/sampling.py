@@ -1,13 +1,11 @@
-"""Random sampling for training: 3D patches centred on blood or background (Swin UNETR study),
-and positive/negative slice pairs (LoRA study: batches of one positive and one negative slice)."""
+"""Random 3D training patches centred on blood or on the head (Swin UNETR study)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch.utils.data import Sampler
 
 from sah.data.preprocess.geometry import pad_to_at_least
 from sah.errors import ConfigError
@@ -98,43 +96,3 @@ class PosNegPatchSampler:
                 head = flat_label == 0
             self._background_index = np.flatnonzero(head)
         return int(self._background_index[rng.integers(self._background_index.size)])
-
-
-class PosNegPairSampler(Sampler[int]):
-    """Slice indices in (positive, negative) pairs, so that every batch of 2 (or any even size)
-    holds as many positive as negative slices, as in the LoRA study (batch 2: one of each).
-
-    ``positive[i]`` says whether slice ``i`` holds blood (``TrainingSlices.positive``). Slices
-    are drawn with replacement; each ``__iter__`` (epoch) draws anew, reproducibly from ``seed``.
-    """
-
-    def __init__(self, positive: Sequence[bool] | np.ndarray, n_pairs: int, seed: int = 0) -> None:
-        flags = np.asarray(positive, dtype=bool)
-        self.positive_index = np.flatnonzero(flags)
-        self.negative_index = np.flatnonzero(~flags)
-        if self.positive_index.size == 0 or self.negative_index.size == 0:
-            raise ConfigError(
-                "data.sampler",
-                f"positive/negative pairing needs both kinds of slices; got "
-                f"{self.positive_index.size} positive and {self.negative_index.size} negative",
-                "check the labels, or use the weighted sampler",
-            )
-        if n_pairs < 1:
-            raise ConfigError("data.sampler", f"n_pairs must be >= 1, got {n_pairs!r}")
-        self.n_pairs = int(n_pairs)
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return 2 * self.n_pairs
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        pos = rng.choice(self.positive_index, size=self.n_pairs)
-        neg = rng.choice(self.negative_index, size=self.n_pairs)
-        pairs = np.stack([pos, neg], axis=1).reshape(-1)
-        return iter(int(i) for i in pairs)

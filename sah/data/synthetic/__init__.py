@@ -11,7 +11,7 @@ atrophy, slice thickness, noise and haemorrhage, deterministically from (seed, i
 
 from __future__ import annotations
 
-from sah.data.synthetic.bleeds_sah import VOLUME_BINS_ML, volume_bin
+from sah.data.synthetic.bleeds_sah import volume_bin_index
 from sah.data.synthetic.cohort import cohort_dir, ensure_cohort
 from sah.data.synthetic.config import GENERATOR_VERSION, SynthConfig
 from sah.data.synthetic.phantom import (
@@ -25,7 +25,6 @@ from sah.data.synthetic.preview import write_preview
 
 __all__ = [
     "GENERATOR_VERSION",
-    "VOLUME_BINS_ML",
     "Phantom",
     "SynthConfig",
     "cohort_dir",
@@ -33,7 +32,7 @@ __all__ = [
     "generate_patient",
     "simulate",
     "target_volume_ml",
-    "volume_bin",
+    "volume_bin_index",
     "volume_schedule",
     "write_preview",
 ]

@@ -14,8 +14,8 @@ import numpy as np
 from sah.data.synthetic.lesions import Lesion, blood_hu, fit_level
 from sah.data.synthetic.space import PatientSpace
 from sah.data.synthetic.tissues import Tissues
+from sah.metrics.aggregate import volume_bin, volume_bin_labels
 
-VOLUME_BINS_ML = (0.0, 25.0, 50.0, 100.0, 225.0)  # the LoRA study's hemorrhage-volume bins
 # Target volumes are drawn inside each bin, away from its edges, so that the measured volume
 # (which differs from the target by a few voxels) stays in the bin.
 TARGET_RANGES_ML = ((1.0, 22.0), (28.0, 47.0), (55.0, 94.0), (108.0, 200.0))
@@ -41,9 +41,10 @@ def target_volume_ml(index: int, rng: np.random.Generator) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def volume_bin(volume_ml: float) -> int:
-    """Index of the LoRA volume bin holding ``volume_ml`` (the last bin is open-ended)."""
-    return int(np.clip(np.searchsorted(VOLUME_BINS_ML, volume_ml, side="right") - 1, 0, 3))
+def volume_bin_index(volume_ml: float) -> int:
+    """Index (0-3) of the LoRA volume bin holding ``volume_ml``, the schedule's ``index % 4``;
+    the last bin is open-ended, as in the folds' strata."""
+    return volume_bin_labels().index(volume_bin(volume_ml, open_top=False))
 
 
 def aneurysmal_sah(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sah.data import build_manifest, load_ct, load_label, read_manifest
-from sah.data.layouts import LAYOUTS
+from sah.data.cohorts.layouts import LAYOUTS
 from sah.errors import ConfigError, DataError
 
 SHAPE = (6, 5, 4)

@@ -16,8 +16,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from sah.data import CTVolume, load_ct, load_label
-from sah.data.dicom import read_slice_hu
-from sah.data.privacy import IDENTIFYING_DICOM_ATTRIBUTES, anonymous_id
+from sah.data.readers.dicom import read_slice_hu
+from sah.data.readers.privacy import IDENTIFYING_DICOM_ATTRIBUTES, anonymous_id
 from sah.errors import ConfigError, DataError
 
 IDENTITY = {
@@ -229,7 +229,7 @@ def test_gantry_tilted_series_matches_the_same_head_written_untilted(tmp_path, d
     straight = [TILT_ORIGIN + np.array([0.0, 0.0, k * 2.5]) for k in range(TILT_SHAPE[2])]
     write_series(tmp_path / "tilted", sample_series(tilted), positions=tilted)
     write_series(tmp_path / "straight", sample_series(straight), positions=straight)
-    with caplog.at_level("WARNING", logger="sah.data.dicom"):
+    with caplog.at_level("WARNING", logger="sah.data.readers.dicom"):
         volume = load_ct(tmp_path / "tilted")
     reference = load_ct(tmp_path / "straight")
     # The tilt's size (a gantry tilted either way), in the metadata and the log.

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sah.data.patches import PatchDataModule, RandomPatches, VolumeCase
+from sah.data.modules.case import Case
+from sah.data.modules.patches import PatchDataModule, RandomPatches
 from sah.errors import ConfigError
 
 # A coarse grid keeps each case a few ten thousand voxels.
@@ -89,7 +90,7 @@ def test_flips_mirror_image_and_label_together() -> None:
     image = np.arange(8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8) + 1
     label = np.zeros((8, 8, 8), dtype=np.uint8)
     label[:2] = 1
-    case = VolumeCase("p", image, label, (1.0, 1.0, 1.0))
+    case = Case("p", image, label, (1.0, 1.0, 1.0))
     flipped = RandomPatches([case], (8, 8, 8), 4, flip_prob=1.0, flip_axes=(0,))[0]
     np.testing.assert_array_equal(flipped["image"][0].numpy(), image[::-1])
     np.testing.assert_array_equal(flipped["label"][0].numpy(), label[::-1])

@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
-from sah.data.privacy import SAFE_DICOM_ATTRIBUTES
+from sah.data.readers.privacy import SAFE_DICOM_ATTRIBUTES
 from sah.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, A
     """Read the single CT series in ``folder``.
 
     Returns the HU array in DICOM index order (column, row, slice), the 4x4 RAS affine of that
-    index order, and non-identifying metadata (see ``sah.data.privacy``).
+    index order, and non-identifying metadata (see ``sah.data.readers.privacy``).
     """
     slices = _read_image_headers(folder)
     slices = _single_series(slices, folder)

@@ -14,9 +14,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from sah.data.ct import CTVolume
 from sah.data.preprocess import PreprocessedCase, SwinPreprocess
-from sah.data.preprocess_cache import PreprocessCache
+from sah.data.preprocess.cache import PreprocessCache
+from sah.data.readers.ct import CTVolume
 from sah.errors import DataError
 
 
@@ -188,7 +188,7 @@ def test_no_pickle_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_failed_write_leaves_no_partial_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sah.data.preprocess_cache as module
+    import sah.data.preprocess.cache as module
 
     def half_write(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"\x00" * 10)

@@ -20,8 +20,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from sah.data.ct import read_nifti
-from sah.data.manifest import write_manifest
+from sah.data.cohorts.manifest import write_manifest
+from sah.data.readers.ct import read_nifti
 from sah.errors import ConfigError, DataError
 
 MANIFEST_NAME = "manifest.csv"

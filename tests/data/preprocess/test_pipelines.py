@@ -1,5 +1,4 @@
-"""Per-study preprocessing pipelines, their geometry and intensity steps, and the random parts
-(elastic deformation, pos/neg patches, slice pairing)."""
+"""Per-study preprocessing pipelines, their geometry and intensity steps, and pos/neg patches."""
 
 from __future__ import annotations
 
@@ -9,15 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sah.data.ct import CTVolume, voxel_spacing
 from sah.data.preprocess import (
-    LoraPreprocess,
     MortalityPreprocess,
-    PosNegPairSampler,
     PosNegPatchSampler,
     SwinPreprocess,
     build_preprocess,
-    elastic_2d,
 )
 from sah.data.preprocess.geometry import (
     center_crop_or_pad,
@@ -26,6 +21,7 @@ from sah.data.preprocess.geometry import (
     shift_affine,
 )
 from sah.data.preprocess.intensity import normalize_nonzero
+from sah.data.readers.ct import CTVolume, voxel_spacing
 from sah.errors import ConfigError, DataError
 
 
@@ -192,15 +188,6 @@ def test_mortality_defaults_follow_aucmedi_axis_order() -> None:
     assert pipeline(ct).image.shape == (128, 128, 160)
 
 
-def test_lora_crops_or_pads_planes_in_hu_and_keeps_geometry() -> None:
-    ct, blood = head(shape=(70, 40, 6))
-    case = LoraPreprocess(size=64)(ct, blood)
-    assert case.image.shape == (64, 64, 6)
-    assert np.all(case.image[:, :12] == -1024.0)  # padded y columns are air
-    assert case.label.sum() == blood[3:67].sum()
-    assert np.allclose(centroid_mm(case.label > 0, case.affine), centroid_mm(blood > 0, ct.affine))
-
-
 def test_label_of_another_shape_is_a_data_error() -> None:
     ct, blood = head()
     with pytest.raises(DataError, match="label shape"):
@@ -216,7 +203,7 @@ def test_fingerprint_is_stable_and_changes_with_the_config() -> None:
     assert a.fingerprint() == build_preprocess("swin", spacing=[1.5, 1.5, 2.0]).fingerprint()
     assert a.fingerprint() != SwinPreprocess(spacing=(1.0, 1.0, 2.0)).fingerprint()
     assert a.fingerprint() != MortalityPreprocess().fingerprint()
-    assert len({p.fingerprint() for p in (LoraPreprocess(), LoraPreprocess(size=256))}) == 2
+    assert len({p.fingerprint() for p in (SwinPreprocess(), SwinPreprocess(clip_hu=(0, 100)))}) == 2
 
 
 @pytest.mark.parametrize(
@@ -226,7 +213,6 @@ def test_fingerprint_is_stable_and_changes_with_the_config() -> None:
         (lambda: SwinPreprocess(min_shape=(128, 128)), "preprocess.min_shape"),
         (lambda: MortalityPreprocess(clip_hu=(100, 0)), "preprocess.clip_hu"),
         (lambda: MortalityPreprocess(standardize="robust"), "preprocess.standardize"),
-        (lambda: LoraPreprocess(size=0), "preprocess.size"),
         (lambda: build_preprocess("unet"), "preprocess.name"),
         (lambda: build_preprocess("swin", spacingg=(1, 1, 1)), "preprocess.spacingg"),
     ],
@@ -234,42 +220,6 @@ def test_fingerprint_is_stable_and_changes_with_the_config() -> None:
 def test_bad_config_names_its_key(make, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         make()
-
-
-# -- elastic deformation --------------------------------------------------------------------
-
-
-def blob_slice(size: int = 96) -> np.ndarray:
-    rows, cols = np.indices((size, size))
-    return ((rows - 40) ** 2 + (cols - 50) ** 2 < 15**2).astype(np.uint8)
-
-
-def test_elastic_2d_keeps_label_binary_and_aligned() -> None:
-    label = blob_slice()
-    image = label.astype(np.float32) * 0.8 + 0.1
-    warped, warped_label = elastic_2d(image, label, np.random.default_rng(3), alpha=300, sigma=8)
-    assert warped_label.dtype == np.uint8 and set(np.unique(warped_label)) <= {0, 1}
-    assert not np.array_equal(warped_label, label)  # it did deform
-    inside = warped > 0.5
-    dice = 2 * (inside & (warped_label > 0)).sum() / (inside.sum() + warped_label.sum())
-    assert dice > 0.97
-    # With nearest interpolation for both, the image is exactly the deformed label.
-    same, same_label = elastic_2d(
-        image, label, np.random.default_rng(3), alpha=300, sigma=8, image_order=0
-    )
-    assert np.array_equal(same_label, warped_label)
-    assert np.array_equal(same, same_label * np.float32(0.8) + np.float32(0.1))
-
-
-def test_elastic_2d_probability_and_float_labels() -> None:
-    label = blob_slice().astype(np.float32)
-    image = label.copy()
-    rng = np.random.default_rng(4)
-    kept = elastic_2d(image, label, rng, p=0.0)
-    assert kept[0] is image and kept[1] is label
-    _, warped = elastic_2d(image, label, rng, alpha=300, sigma=8)
-    assert not np.array_equal(warped, label)
-    assert warped.dtype == np.float32 and set(np.unique(warped)) <= {0.0, 1.0}
 
 
 # -- sampling -------------------------------------------------------------------------------
@@ -300,16 +250,3 @@ def test_pos_neg_patches_pad_volumes_smaller_than_the_patch() -> None:
     patch = sampler(np.random.default_rng(0))
     assert patch.image.shape == (16, 16, 8) and patch.positive
     assert patch.label.sum() == label.sum() and patch.image.sum() == image.sum()
-
-
-def test_pair_sampler_alternates_positive_and_negative_slices() -> None:
-    positive = np.array([0, 1, 0, 0, 1, 0, 0, 0], dtype=bool)
-    sampler = PosNegPairSampler(positive, n_pairs=50, seed=1)
-    first = list(sampler)
-    assert len(first) == len(sampler) == 100
-    assert all(positive[first[0::2]]) and not any(positive[first[1::2]])
-    assert list(sampler) != first  # a new draw each epoch
-    sampler.set_epoch(0)
-    assert list(sampler) == first
-    with pytest.raises(ConfigError, match="both kinds"):
-        PosNegPairSampler(np.zeros(5, dtype=bool), n_pairs=3)

@@ -1,4 +1,5 @@
-"""Binary outcome labels of a manifest cohort and their patient-level splits.
+"""task=mortality's cohort: binary outcome labels of a manifest and their patient-level splits
+(task=outcome, the tabular models, splits in ``sah.tasks.outcome``).
 
 A classification run needs both outcome classes in every set it trains or scores on: an AUC is
 undefined on one class and balanced class weights are infinite for an absent one. So every way a
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sah.data.folds import split_with_selection
+from sah.data.cohorts.folds import split_with_selection
 from sah.errors import ConfigError, DataError
 
 TEST_SEED_SALT = 0x7E57  # the test hold-out draws from its own stream, independent of the folds
@@ -43,7 +44,7 @@ def read_outcome_cohort(
     ``patient_id`` and the column, e.g. a synthetic cohort's ``clinical.csv``) joined on
     ``patient_id``.
     """
-    from sah.data.manifest import read_manifest
+    from sah.data.cohorts.manifest import read_manifest
 
     table = read_manifest(manifest)
     source = Path(manifest)

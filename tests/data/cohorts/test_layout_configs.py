@@ -48,7 +48,7 @@ def test_bhsd_config_builds_manifest_and_loads_sah_labels(tmp_path: Path) -> Non
     datamodule = instantiate(cfg.data)
     assert Path(datamodule.manifest).is_file()
     datamodule.setup("fit")
-    patients = datamodule.train_patients + datamodule.val_patients + datamodule.test_patients
+    patients = datamodule.train_cases + datamodule.val_cases + datamodule.test_cases
     assert len(patients) == 5
     # labels=sah keeps class 4 only: 4 x 4 x 2 voxels per patient.
     assert all(int(p.label.sum()) == 32 for p in patients)

@@ -2,26 +2,25 @@
 
 Each CT goes through the mortality study's deterministic preprocessing once
 (``MortalityPreprocess``, cached on disk by ``PreprocessCache``) and stays in memory; training
-volumes are then augmented per draw. Splits come from ``sah.data.outcome_split``: the outer fold
-(test), a selection set carved from the training patients (val), and an optional fixed hold-out
-set, all stratified by outcome.
+volumes are then augmented per draw. Splits come from ``sah.data.cohorts.mortality_split``:
+the outer fold (test), a selection set carved from the training patients (val), and an optional
+fixed hold-out set, all stratified by outcome.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sah.data.folds import check_selection_fraction, read_folds_file
-from sah.data.outcome_split import OutcomeSplit, read_outcome_cohort, split_outcome_cohort
-from sah.data.volume_augment import VolumeAugmentation
+from sah.data.cohorts.folds import check_selection_fraction, read_folds_file
+from sah.data.cohorts.mortality_split import OutcomeSplit, read_outcome_cohort, split_outcome_cohort
+from sah.data.modules.case import Case
+from sah.data.preprocess.augment_3d import VolumeAugmentation
 from sah.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,19 +28,10 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test", "holdout")
 
 
-@dataclass(frozen=True)
-class OutcomeVolume:
-    """One preprocessed patient: ``image`` float32 (x, y, z) and outcome ``y`` (0/1)."""
-
-    patient_id: str
-    image: np.ndarray
-    y: int
-
-
 class VolumeDataset(Dataset):
     """Yields ``{"image": (1, x, y, z), "label": class index, "patient_id": str}``."""
 
-    def __init__(self, volumes: list[OutcomeVolume], transform: Any = None) -> None:
+    def __init__(self, volumes: list[Case], transform: Any = None) -> None:
         self.volumes = volumes
         self.transform = transform
 
@@ -55,7 +45,7 @@ class VolumeDataset(Dataset):
             image = self.transform(image)
         return {
             "image": image.float().contiguous(),
-            "label": torch.tensor(volume.y, dtype=torch.long),
+            "label": torch.tensor(volume.outcome, dtype=torch.long),
             "patient_id": volume.patient_id,
         }
 
@@ -66,7 +56,11 @@ class VolumeDataModule(L.LightningDataModule):
     ``outcomes`` is an optional CSV holding ``outcome`` per ``patient_id`` when the manifest
     does not; ``preprocess`` are ``MortalityPreprocess`` fields (shape, spacing, clip_hu,
     standardize); ``augment`` are ``VolumeAugmentation`` fields (empty: none).
+    After ``setup``: ``cases`` per set (train, val, test, holdout) and ``split`` (their ids);
+    the contract is ``sah.data.modules.protocol.OutcomeData``.
     """
+
+    spatial_dims = 3
 
     def __init__(
         self,
@@ -103,13 +97,15 @@ class VolumeDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cache_root = cache_root
         self.split: OutcomeSplit | None = None
-        self.volumes: dict[str, list[OutcomeVolume]] = {name: [] for name in SPLITS}
+        self.cases: dict[str, list[Case]] = {name: [] for name in SPLITS}
+        self.skipped: list[str] = []  # a mortality cohort is read whole: nothing is skipped
+        self.external_cases: list[Case] = []
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
         from sah.data.cache import cache_dir
-        from sah.data.preprocess_cache import PreprocessCache
+        from sah.data.preprocess.cache import PreprocessCache
 
         cohort = read_outcome_cohort(self.manifest, self.outcome, self.outcomes)
         self.split = split_outcome_cohort(
@@ -130,7 +126,9 @@ class VolumeDataModule(L.LightningDataModule):
         for name in SPLITS:
             for pid in getattr(self.split, name):
                 case = cache.get_or_compute(rows.at[pid, "image"], None, self.pipeline)
-                self.volumes[name].append(OutcomeVolume(pid, case.image, int(rows.at[pid, "y"])))
+                self.cases[name].append(
+                    Case(pid, case.image, spacing=case.spacing, y=int(rows.at[pid, "y"]))
+                )
         counts = {name: self.counts(name) for name in SPLITS}
         log.info(
             "%s events: %s; preprocessing cache %d hits, %d computed",
@@ -140,16 +138,32 @@ class VolumeDataModule(L.LightningDataModule):
             cache.stats.misses + cache.stats.rebuilt,
         )
 
+    @property
+    def train_cases(self) -> list[Case]:
+        return self.cases["train"]
+
+    @property
+    def val_cases(self) -> list[Case]:
+        return self.cases["val"]
+
+    @property
+    def test_cases(self) -> list[Case]:
+        return self.cases["test"]
+
+    @property
+    def holdout_cases(self) -> list[Case]:
+        return self.cases["holdout"]
+
     def counts(self, split: str) -> tuple[int, int]:
         """(patients, events) of a split."""
-        volumes = self.volumes[split]
-        return len(volumes), sum(v.y for v in volumes)
+        cases = self.cases[split]
+        return len(cases), sum(c.outcome for c in cases)
 
     def train_labels(self) -> list[int]:
-        return [v.y for v in self.volumes["train"]]
+        return [c.outcome for c in self.cases["train"]]
 
     def train_dataloader(self) -> DataLoader:
-        train = self.volumes["train"]
+        train = self.cases["train"]
         transform = None
         if self.augmentation is not None:
             transform = self.augmentation.build(seed=self.split_seed)
@@ -176,7 +190,7 @@ class VolumeDataModule(L.LightningDataModule):
 
     def _plain_loader(self, split: str) -> DataLoader:
         return DataLoader(
-            VolumeDataset(self.volumes[split]),
+            VolumeDataset(self.cases[split]),
             batch_size=self.batch_size,
             shuffle=False,
             num_workers=self.num_workers,

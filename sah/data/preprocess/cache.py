@@ -183,7 +183,7 @@ class PreprocessCache:
         assume_offset: float | None,
         fill_nonfinite: float | None,
     ) -> PreprocessedCase:
-        from sah.data.ct import load_ct, load_label
+        from sah.data.readers.ct import load_ct, load_label
 
         ct = load_ct(image_path, assume_offset=assume_offset, fill_nonfinite=fill_nonfinite)
         label = None if label_path is None else load_label(label_path, like=ct)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sah.data.folds import assign_folds, site_split, split_fold, split_with_selection
+from sah.data.cohorts.folds import assign_folds, site_split, split_fold, split_with_selection
 from sah.errors import ConfigError
 
 IDS = [f"p{i:02d}" for i in range(30)]

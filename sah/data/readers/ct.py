@@ -7,13 +7,14 @@ Rules (see docs/CONVENTIONS.md):
 
 - A volume has at least 2 voxels along each axis; a single slice (2D image, one-file series) is
   an error, because its slice spacing and therefore every volume in ml would be unknown.
-- Incomplete or unevenly spaced DICOM stacks are errors (see ``sah.data.dicom``). A gantry-tilted
-  stack is shifted back slice by slice onto an orthogonal grid, as dcm2niix does, and its tilt
-  is reported in ``meta['gantry_tilt_deg']``.
+- Incomplete or unevenly spaced DICOM stacks are errors (see ``sah.data.readers.dicom``). A
+  gantry-tilted stack is shifted back slice by slice onto an orthogonal grid, as dcm2niix does,
+  and its tilt is reported in ``meta['gantry_tilt_deg']``.
 - Raw scanner values (e.g. 0-4095 without the -1024 rescale) are detected from the histogram and
   refused; ``assume_offset=-1024`` is the documented repair. NaN/inf voxels are refused;
   ``fill_nonfinite=-1024`` (air) is the documented repair.
-- Identifying DICOM attributes never reach ``CTVolume.meta`` (allow-list in ``sah.data.privacy``).
+- Identifying DICOM attributes never reach ``CTVolume.meta`` (allow-list in
+  ``sah.data.readers.privacy``).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def load_ct(
     ``fill_nonfinite``: replace NaN/inf voxels with this value (e.g. ``-1024``, air) instead of
     refusing the file.
     """
-    from sah.data.dicom import read_dicom_series  # pydicom only when a DICOM folder is read
+    from sah.data.readers.dicom import read_dicom_series  # pydicom only when a DICOM folder is read
 
     path = Path(path).expanduser()
     if not path.exists():

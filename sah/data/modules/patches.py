@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,35 +27,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sah.data.datamodule import volume_bin
-from sah.data.folds import (
+from sah.data.cohorts.folds import (
     FoldSplit,
     check_selection_fraction,
     read_folds_file,
     site_split,
     split_with_selection,
 )
+from sah.data.modules.case import Case, Spacing, load_labelled_cases
 from sah.data.preprocess.pipelines import Preprocess, build_preprocess
 from sah.data.preprocess.sampling import PosNegPatchSampler
-from sah.errors import ConfigError, DataError, SahError
+from sah.errors import ConfigError
+from sah.metrics.aggregate import volume_bin
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class VolumeCase:
-    """One preprocessed patient: ``image`` float32 and ``label`` uint8, axes (x, y, z), in the
-    preprocessed grid of ``spacing`` mm; ``site`` from the manifest (None if absent)."""
-
-    patient_id: str
-    image: np.ndarray
-    label: np.ndarray
-    spacing: tuple[float, float, float]
-    site: str | None = None
-
-    @property
-    def blood_volume_ml(self) -> float:
-        return float(self.label.astype(bool).sum()) * float(np.prod(self.spacing)) / 1000.0
 
 
 def load_volume_cases(
@@ -64,49 +48,21 @@ def load_volume_cases(
     pipeline: Preprocess,
     cache_root: str | Path | None = None,
     on_error: str = "raise",
-) -> tuple[list[VolumeCase], list[str]]:
+) -> tuple[list[Case], list[str]]:
     """Every labelled case of a manifest, preprocessed (through the cache); with
     ``on_error='skip'`` bad cases are listed instead of stopping the run."""
-    from sah.data.manifest import read_manifest
-    from sah.data.preprocess_cache import PreprocessCache
+    from sah.data.preprocess.cache import PreprocessCache
 
-    if on_error not in ("raise", "skip"):
-        raise ConfigError("data.on_error", f"must be 'raise' or 'skip', got {on_error!r}")
-    table = read_manifest(manifest, check_files=on_error == "raise")
-    if "label" not in table.columns:
-        raise ConfigError(
-            "data.manifest",
-            f"{manifest} has no 'label' column; segmentation training needs a label per patient",
-        )
-    cache = PreprocessCache(
-        None if cache_root is None else Path(cache_root) / "preprocess", total=len(table)
-    )
-    has_site = "site" in table.columns
-    cases: list[VolumeCase] = []
-    skipped: list[str] = []
-    for row in table.itertuples(index=False):
-        try:
-            if row.label is None:
-                raise DataError(manifest, f"patient {row.patient_id} has no label", "add one")
-            case = cache.get_or_compute(row.image, row.label, pipeline)
-        except SahError as err:
-            if on_error == "raise":
-                raise
-            log.warning("skipping patient %s: %s", row.patient_id, err)
-            skipped.append(f"{row.patient_id}: {err}")
-            continue
-        cases.append(
-            VolumeCase(
-                str(row.patient_id),
-                case.image,
-                # a label path gives a labelled case
-                (cast(np.ndarray, case.label) > 0).astype(np.uint8),
-                case.spacing,
-                row.site if has_site else None,
-            )
-        )
-    if not cases:
-        raise ConfigError("data.manifest", f"no usable patient in {manifest}")
+    cache = PreprocessCache(None if cache_root is None else Path(cache_root) / "preprocess")
+
+    def load(image: str, label: str) -> tuple[np.ndarray, np.ndarray, Spacing]:
+        case = cache.get_or_compute(image, label, pipeline)
+        return case.image, cast(np.ndarray, case.label), case.spacing  # a label path: labelled
+
+    def start(n_cases: int) -> None:
+        cache.total = n_cases  # the progress bar's total
+
+    cases, skipped = load_labelled_cases(manifest, on_error, load, start)
     log.info("preprocessed cases: %s", cache.stats)
     return cases, skipped
 
@@ -120,7 +76,7 @@ class RandomPatches(Dataset):
 
     def __init__(
         self,
-        cases: Sequence[VolumeCase],
+        cases: Sequence[Case],
         patch_size: Sequence[int],
         patches_per_epoch: int,
         pos_fraction: float = 0.5,
@@ -131,7 +87,7 @@ class RandomPatches(Dataset):
         if not cases:
             raise ConfigError("data.fold", "no training patient left in this split")
         self.samplers = [
-            PosNegPatchSampler(c.image, c.label, patch_size, pos_fraction) for c in cases
+            PosNegPatchSampler(c.image, c.mask, patch_size, pos_fraction) for c in cases
         ]
         self.patches_per_epoch = int(patches_per_epoch)
         self.flip_prob = float(flip_prob)
@@ -161,7 +117,7 @@ class RandomPatches(Dataset):
 class WholeVolumes(Dataset):
     """Whole preprocessed cases: ``image`` (1, x, y, z), ``label`` (x, y, z) uint8."""
 
-    def __init__(self, cases: Sequence[VolumeCase]) -> None:
+    def __init__(self, cases: Sequence[Case]) -> None:
         self.cases = list(cases)
 
     def __len__(self) -> int:
@@ -172,7 +128,7 @@ class WholeVolumes(Dataset):
         return {
             "patient_id": case.patient_id,
             "image": torch.from_numpy(np.ascontiguousarray(case.image))[None],
-            "label": torch.from_numpy(np.ascontiguousarray(case.label)),
+            "label": torch.from_numpy(np.ascontiguousarray(case.mask)),
             "spacing": torch.tensor(case.spacing, dtype=torch.float64),
         }
 
@@ -191,8 +147,9 @@ class PatchDataModule(L.LightningDataModule):
 
     After ``setup``: ``train_cases``; ``val_cases`` (the selection set, validated every epoch
     to pick the best checkpoint); ``test_cases`` (the outer fold, scored once after training);
-    ``external_cases``; ``split`` (the ids); ``skipped``.
-    ``preprocess`` holds ``SwinPreprocess`` fields; ``min_shape`` defaults to ``patch_size``.
+    ``external_cases``; ``split`` (the ids); ``skipped``. The contract is
+    ``sah.data.modules.protocol.SegmentationData``. ``preprocess`` holds ``SwinPreprocess``
+    fields; ``min_shape`` defaults to ``patch_size``.
     """
 
     spatial_dims = 3
@@ -236,10 +193,10 @@ class PatchDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.skipped: list[str] = []
         self.split: FoldSplit | None = None
-        self.train_cases: list[VolumeCase] = []
-        self.val_cases: list[VolumeCase] = []
-        self.test_cases: list[VolumeCase] = []
-        self.external_cases: list[VolumeCase] = []
+        self.train_cases: list[Case] = []
+        self.val_cases: list[Case] = []
+        self.test_cases: list[Case] = []
+        self.external_cases: list[Case] = []
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_cases:
@@ -261,7 +218,7 @@ class PatchDataModule(L.LightningDataModule):
             self.n_folds,
             self.split_seed,
             self.selection_fraction,
-            strata=[volume_bin(by_id[i].blood_volume_ml) for i in internal],
+            strata=[volume_bin(by_id[i].blood_volume_ml, open_top=False) for i in internal],
             pinned=read_folds_file(self.folds_file),
         )
         self.train_cases = [by_id[i] for i in self.split.train]
