@@ -4,7 +4,7 @@ LoRA family (``lora_c``, ``conv_lora``, ``cp_lora``) and DoRA family (``dora_c``
 ``conv_dora``, ``cp_dora``) on ``nn.Linear``, ``nn.Conv{1,2,3}d`` and
 ``nn.ConvTranspose{1,2,3}d``, plus the baselines ``full`` and ``none`` behind the same API::
 
-    names = inject(model, AdapterConfig("cp_lora", rank=8, targets="decoder"))
+    names = inject(model, AdapterConfig("cp_lora", rank=8, target="decoder"))
     ...train...
     save_adapter(model, "adapter.safetensors")
     plain = merge_and_unload(model)

@@ -38,6 +38,37 @@ def test_every_option_composes(override: str) -> None:
     assert isinstance(OmegaConf.to_container(cfg, resolve=False), dict)
 
 
+@pytest.mark.parametrize("method", options("adapter"))
+def test_every_adapter_option_is_an_adapter_config(method: str) -> None:
+    """conf/adapter/*.yaml name their method; the rest is the schema, AdapterConfig itself."""
+    from sah.adapters import AdapterConfig
+
+    cfg = compose_train([f"adapter={method}"])
+    assert OmegaConf.get_type(cfg.adapter) is AdapterConfig
+    config = OmegaConf.to_object(cfg.adapter)
+    assert config == AdapterConfig(method)
+    assert list(cfg.adapter) == list(AdapterConfig.__dataclass_fields__)
+
+
+def test_adapter_schema_is_not_an_option_of_the_group() -> None:
+    from hydra.core.global_hydra import GlobalHydra as Global
+
+    register_schema()
+    Global.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        listed = Global.instance().config_loader().get_group_options("adapter")
+    assert sorted(listed) == options("adapter")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("adapter.rank=abc", "adapter.rank"), ("adapter.fold_norm=maybe", "adapter.fold_norm")],
+)
+def test_adapter_wrong_type_fails_at_composition_naming_the_key(override: str, key: str) -> None:
+    with pytest.raises(Exception, match=key.replace(".", r"\.")):
+        compose_train(["adapter=lora_c", override])
+
+
 def test_adapter_keys_are_the_user_facing_names() -> None:
     cfg = compose_train(["adapter=cp_dora", "adapter.rank=16", "adapter.target=decoder"])
     assert (cfg.adapter.method, cfg.adapter.rank, cfg.adapter.target) == ("cp_dora", 16, "decoder")
