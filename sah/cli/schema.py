@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from sah.adapters import AdapterConfig
 from sah.data.cache import cache_dir
+from sah.tasks.tabular_models import TabularModelSpec
 
 # `${sah_cache_dir:}` in conf/paths/default.yaml: the config's default cache folder is the one
 # sah-synth, sah-predict and the library use (sah.data.cache.cache_dir: $SAH_CACHE_DIR, else
@@ -60,7 +61,8 @@ class TrainSchema:
 def register_schema() -> None:
     """Store the root schema as `schema`, the first entry of conf/train.yaml's defaults, and
     the `adapter` group's schema as `adapter_schema`, the first entry of every
-    conf/adapter/*.yaml's defaults.
+    conf/adapter/*.yaml's defaults (and the `estimator` group's, `TabularModelSpec`, as
+    `estimator_schema`, the same way).
 
     The adapter schema is `sah.adapters.AdapterConfig` itself: its defaults are the group's, a
     wrong type fails at composition naming its key (`adapter.rank=abc`), and the runners build
@@ -70,3 +72,4 @@ def register_schema() -> None:
     store = ConfigStore.instance()
     store.store(name="schema", node=TrainSchema)
     store.store(name="adapter_schema", node=AdapterConfig)
+    store.store(name="estimator_schema", node=TabularModelSpec)

@@ -38,6 +38,22 @@ def test_every_option_composes(override: str) -> None:
     assert isinstance(OmegaConf.to_container(cfg, resolve=False), dict)
 
 
+@pytest.mark.parametrize("estimator", options("estimator"))
+def test_every_estimator_composes_with_task_outcome(estimator: str) -> None:
+    from sah.tasks.tabular_models import TabularModelSpec
+
+    cfg = compose_train(["task=outcome", f"estimator={estimator}"])
+    assert cfg.model is None
+    assert OmegaConf.get_type(cfg.task.estimator) is TabularModelSpec
+    assert isinstance(OmegaConf.to_object(cfg.task.estimator), TabularModelSpec)
+    assert list(cfg.task.estimator) == ["name", "features", "params"]
+
+
+def test_estimator_keys_are_checked_at_composition() -> None:
+    with pytest.raises(Exception, match=r"task\.estimator\.featurs"):
+        compose_train(["task=outcome", "task.estimator.featurs=all"])
+
+
 @pytest.mark.parametrize("method", options("adapter"))
 def test_every_adapter_option_is_an_adapter_config(method: str) -> None:
     """conf/adapter/*.yaml name their method; the rest is the schema, AdapterConfig itself."""
