@@ -122,3 +122,19 @@ def test_train_and_synth_resolve_the_same_cache_folder(
     assert cohort_dir(config, None) == cohort_dir(config, cfg.paths.cache_dir)
     # paths.cache_dir=... still wins.
     assert compose_train([f"paths.cache_dir={tmp_path}/x"]).paths.cache_dir == f"{tmp_path}/x"
+
+
+def test_registering_the_schemas_imports_neither_torch_nor_sklearn() -> None:
+    """sah-train registers AdapterConfig and TabularModelSpec before composing; `--help`, `--cfg`
+    and a config error stay as quick as before they were schemas."""
+    import subprocess
+    import sys
+
+    loaded = "print(sorted(m for m in ('torch', 'sklearn', 'lightning') if m in sys.modules))"
+    code = (
+        "import sys; from sah.cli.schema import register_schema; register_schema(); "
+        f"{loaded}; from sah.adapters import inject; assert callable(inject); {loaded}"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Nothing heavy until a function that needs torch is asked for.
+    assert done.stdout.split() == ["[]", "['torch']"]
