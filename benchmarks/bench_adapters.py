@@ -152,7 +152,7 @@ def build_contenders(base, x, y, ranks, methods, with_peft, paths, floor) -> lis
             label = "peft_dora" if dora else "peft_lora"
             add(Contender(f"{label}:r{rank}", "peft", label, rank, "non-dilated"), model)
             model = copy.deepcopy(base)
-            inject(model, AdapterConfig(ours_method, rank, targets=targets))
+            inject(model, AdapterConfig(ours_method, rank, target=targets))
             add(
                 Contender(f"{ours_method}:r{rank}:nd", "ours", ours_method, rank, "non-dilated"),
                 model,

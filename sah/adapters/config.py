@@ -31,26 +31,34 @@ DORA_BASE = {"dora_c": "lora_c", "conv_dora": "conv_lora", "cp_dora": "cp_lora"}
 
 @dataclass
 class AdapterConfig:
-    """One adapter setting: ``method`` and ``rank`` pick the update, ``targets`` the layers.
+    """One adapter setting: ``method`` and ``rank`` pick the update, ``target`` the layers.
 
+    The same class is the ``adapter`` config group's schema (``sah.cli.schema`` registers it),
+    so its fields are the config keys (``adapter.rank``, ``adapter.target``, ...) and its
+    defaults every ``conf/adapter/*.yaml``'s; Hydra builds it and ``__post_init__`` checks it.
     ``alpha=None`` means ``alpha = rank`` (scale 1, or ``sqrt(rank)`` with ``rslora``).
-    ``targets`` is a module-group name the model declares (``module_groups()``), ``"all"``, a
+    ``target`` is a module-group name the model declares (``module_groups()``), ``"all"``, a
     regular expression searched in module names, or a list of these (their union).
     ``dropout`` drops the input of the update branch while training only.
     ``fold_norm``: an adapted conv applies the frozen BatchNorm that comes right after it
     in an ``nn.Sequential`` itself while unmerged (same outputs, a cheaper step; ``normfold``).
     For ``method`` ``"full"`` and ``"none"`` the rank is ignored: ``None``, or a positive
     integer like every other method's (a sweep over methods sets one for all of them).
+
+    ``alpha``, ``target`` and ``dropout`` are annotated ``Any`` for the config system only:
+    a structured config would turn ``adapter.alpha=16`` into ``16.0`` (``float``) and cannot
+    hold ``str | list[str]``; ``__post_init__`` checks them instead. Fields are in the order
+    the config prints them.
     """
 
     method: str
-    rank: int | None
-    alpha: float | None = None
+    rank: int | None = 4
+    alpha: Any = None  # float | None
+    target: Any = "all"  # str | Sequence[str]
     rslora: bool = False
-    targets: str | Sequence[str] = "all"
     train_norm: bool = False
     detach_norm: bool = True
-    dropout: float = 0.0
+    dropout: Any = 0.0  # float in [0, 1)
     fold_norm: bool = True
 
     def __post_init__(self) -> None:
@@ -72,22 +80,30 @@ class AdapterConfig:
         if (
             self.method not in BASELINE_METHODS
             and self.alpha is not None
-            and not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha))
+            and not (
+                isinstance(self.alpha, (int, float))
+                and not isinstance(self.alpha, bool)
+                and math.isfinite(self.alpha)
+            )
         ):
             raise AdapterError(f"adapter.alpha: must be a finite number, got {self.alpha!r}")
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+        if not (
+            isinstance(self.dropout, (int, float))
+            and not isinstance(self.dropout, bool)
+            and 0.0 <= self.dropout < 1.0
+        ):
             raise AdapterError(f"adapter.dropout: must be in [0, 1), got {self.dropout!r}")
-        targets = [self.targets] if isinstance(self.targets, str) else list(self.targets)
+        targets = [self.target] if isinstance(self.target, str) else list(_sequence(self.target))
         if not targets or not all(isinstance(t, str) and t for t in targets):
             raise AdapterError(
-                f"adapter.targets: expected a group name, a regex or a list of them, "
-                f"got {self.targets!r}"
+                f"adapter.target: expected a group name, a regex or a list of them, "
+                f"got {self.target!r}"
             )
-        self.targets = targets[0] if len(targets) == 1 else tuple(targets)
+        self.target = targets[0] if len(targets) == 1 else tuple(targets)
 
     @property
     def target_list(self) -> list[str]:
-        return [self.targets] if isinstance(self.targets, str) else list(self.targets)
+        return [self.target] if isinstance(self.target, str) else list(self.target)
 
     @property
     def layer_rank(self) -> int:
@@ -124,11 +140,21 @@ class AdapterConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["targets"] = self.target_list
+        data["target"] = self.target_list
         data["alpha"] = None if self.is_baseline else self.effective_alpha
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
+        """The inverse of ``to_dict``; also reads checkpoints written when the field was
+        called ``targets``."""
+        data = dict(data)
+        if "targets" in data and "target" not in data:
+            data["target"] = data.pop("targets")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+def _sequence(value: Any) -> Sequence[Any]:
+    """A list or tuple of targets as it is; anything else as a one-item list (then refused)."""
+    return value if isinstance(value, (list, tuple)) else [value]

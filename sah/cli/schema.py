@@ -8,7 +8,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from sah.adapters import AdapterConfig
 from sah.data.cache import cache_dir
+from sah.tasks.tabular_models import TabularModelSpec
 
 # `${sah_cache_dir:}` in conf/paths/default.yaml: the config's default cache folder is the one
 # sah-synth, sah-predict and the library use (sah.data.cache.cache_dir: $SAH_CACHE_DIR, else
@@ -57,5 +59,17 @@ class TrainSchema:
 
 
 def register_schema() -> None:
-    """Store the schema as `schema`, the first entry of conf/train.yaml's defaults."""
-    ConfigStore.instance().store(name="schema", node=TrainSchema)
+    """Store the root schema as `schema`, the first entry of conf/train.yaml's defaults, and
+    the `adapter` group's schema as `adapter_schema`, the first entry of every
+    conf/adapter/*.yaml's defaults (and the `estimator` group's, `TabularModelSpec`, as
+    `estimator_schema`, the same way).
+
+    The adapter schema is `sah.adapters.AdapterConfig` itself: its defaults are the group's, a
+    wrong type fails at composition naming its key (`adapter.rank=abc`), and the runners build
+    the class from the node (`OmegaConf.to_object`), which runs its checks. It is stored outside
+    the `adapter` group so that `adapter='glob(*)'` lists the methods only.
+    """
+    store = ConfigStore.instance()
+    store.store(name="schema", node=TrainSchema)
+    store.store(name="adapter_schema", node=AdapterConfig)
+    store.store(name="estimator_schema", node=TabularModelSpec)

@@ -103,7 +103,7 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                 rank=adapter["rank"],
                 alpha=adapter.get("alpha"),
                 rslora=adapter.get("rslora", False),
-                targets=adapter.get("target", "all"),
+                target=adapter.get("target", "all"),
                 train_norm=adapter.get("train_norm", False),
                 detach_norm=adapter.get("detach_norm", True),
             ),

@@ -20,8 +20,8 @@ from sah.errors import ConfigError
 from sah.tasks.driver import Evaluation
 from sah.tasks.network_runner import (
     NetworkRunner,
+    adapter_config,
     adapter_params,
-    adapter_settings,
     adapter_tags,
     best_checkpoint,
     cohort_name,
@@ -45,7 +45,7 @@ class MortalityRunner(NetworkRunner):
         self.datamodule.setup("fit")
         self.net = classifier_network(cfg.model, self.choices.get("model", "model"))
         load_initial_weights(cfg, self.net)
-        self.adapted = prepare_network(self.net, None, adapter_settings(cfg))
+        self.adapted = prepare_network(self.net, None, adapter_config(cfg))
         setting = cfg.task.get("threshold", 0.5)
         self.threshold_setting = setting
         self.weights = class_weights(cfg.task.get("class_weights"), self.datamodule.train_labels())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -14,6 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from sah.data.modules.protocol import TaskData
 from sah.errors import ConfigError
 from sah.tasks.driver import TaskRunner
+
+if TYPE_CHECKING:
+    from sah.adapters import AdapterConfig
 
 log = logging.getLogger("sah.train")
 
@@ -129,13 +132,17 @@ def cohort_name(cfg: DictConfig) -> str:
     return Path(str(manifest)).name if manifest else ""
 
 
-def adapter_settings(cfg: DictConfig) -> Any:
-    from sah.tasks.transfer import AdapterSettings
+def adapter_config(cfg: DictConfig) -> AdapterConfig | None:
+    """The ``adapter`` group as the ``AdapterConfig`` it is the schema of (checked on creation)."""
+    from sah.adapters import AdapterConfig
 
     node = cfg.get("adapter")
     if node is None:
         return None
-    return AdapterSettings(**OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
+    if OmegaConf.get_type(node) is AdapterConfig:
+        return OmegaConf.to_object(node)  # type: ignore[return-value]
+    # A config composed without sah's schema (a hand-built DictConfig).
+    return AdapterConfig(**OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
 
 
 def init_checkpoint(cfg: DictConfig) -> Path | None:

@@ -1,10 +1,13 @@
 """task=outcome for the run driver: a tabular model against the standard model on the same
 repeated CV folds, one run per (model, target).
 
-Tabular models are options of the ``model`` group with ``kind: tabular`` (named ``tab_*``); an
-image network there is refused with one line, so a sweep over ``model='glob(*)'`` fails those
-trials alone. Use ``model='glob(tab_*)'``. ``val/auc`` comes from an inner CV inside each
-fold's training patients (``sah.tasks.outcome``): a sweeper never sees a held-out patient.
+The tabular model is an option of the ``estimator`` group (conf/estimator/, composed by
+conf/task/outcome.yaml only, at ``task.estimator``): no other task can compose one, and this task
+has no network (``model`` is null; a ``model=...`` given anyway is refused with one line). Sweep
+``-m estimator='glob(*)'``. MLflow keeps the spelling of the runs from before the group existed:
+tag and param ``model`` and the run name say ``tab_<estimator>``. ``val/auc`` comes from an
+inner CV inside each fold's training patients (``sah.tasks.outcome``): a sweeper never sees a
+held-out patient.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ log = logging.getLogger("sah.train")
 class OutcomeRunner(TaskRunner):
     def prepare(self) -> None:
         cfg = self.cfg
-        self.spec = tabular_model(cfg.get("model"), self.choices.get("model", "model"))
+        refuse_network(cfg.get("model"), self.choices.get("model", "model"))
+        self.spec = tabular_model(cfg.task.get("estimator"))
         self.settings = outcome_settings(cfg.task, cfg.seed)
         self.table, self.origin, image_columns = load_table(
             cfg.get("data"), self.choices.get("data", "data")
@@ -62,11 +66,11 @@ class OutcomeRunner(TaskRunner):
             self.groups = wanted.groups()
         self.imputation = str(cfg.task.imputation)
         self.standard_spec = TabularModelSpec(
-            "logistic", {"C": float(cfg.task.standard.get("C", 1.0)), "max_iter": 2000}
+            "logistic", params={"C": float(cfg.task.standard.get("C", 1.0)), "max_iter": 2000}
         )
         # Bad params or imputation fail here, before the run exists.
         make_pipeline(self.spec, self.imputation, self.settings.seed)
-        self.label = self.choices.get("model", self.spec.name)
+        self.label = model_label(self.choices, self.spec)
 
     def run_name(self) -> str:
         name = f"{self.label}-{self.settings.target}"
@@ -76,7 +80,7 @@ class OutcomeRunner(TaskRunner):
     def tags(self) -> dict[str, str]:
         return {
             "task": "outcome",
-            "model": self.choices.get("model", ""),
+            "model": self.label,
             "data": self.choices.get("data", ""),
             "target": str(self.cfg.task.target),
             "seed": str(self.cfg.seed),
@@ -86,6 +90,7 @@ class OutcomeRunner(TaskRunner):
     def params(self) -> dict[str, Any]:
         cv = self.settings.cv
         params: dict[str, Any] = {
+            "model": self.label,  # in place of the driver's (the model group is empty)
             "target": self.settings.target,
             "estimator": self.spec.name,
             "features": self.spec.features,
@@ -144,23 +149,42 @@ class OutcomeRunner(TaskRunner):
         return Evaluation(metrics, [(p, None) for p in paths], lines, 0, series)
 
 
-def tabular_options() -> list[str]:
-    """The tabular options of the model group (conf/model/tab_*.yaml)."""
-    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
-    return sorted(p.stem for p in conf.glob("tab_*.yaml"))
+def estimator_options() -> list[str]:
+    """The options of the estimator group (conf/estimator/*.yaml)."""
+    conf = Path(__file__).resolve().parents[2] / "conf" / "estimator"
+    return sorted(p.stem for p in conf.glob("*.yaml"))
 
 
-def tabular_model(node: DictConfig, choice: str) -> TabularModelSpec:
-    """The model config as a spec; anything without ``kind: tabular`` is refused."""
-    if node is None or node.get("kind") != "tabular":
+def refuse_network(node: DictConfig | None, choice: str) -> None:
+    """task=outcome empties the model group; a network given anyway is refused in one line."""
+    if node is not None:
         raise ConfigError(
             "model",
-            f"{choice!r} is not a tabular model; task=outcome takes one of "
-            f"{', '.join(tabular_options())}",
-            "e.g. model=tab_gbm, or sweep model='glob(tab_*)'",
+            f"task=outcome takes no network ({choice!r}); its model is an estimator, one of "
+            f"{', '.join(estimator_options())}",
+            "drop model=...; choose e.g. estimator=gbm, or sweep -m estimator='glob(*)'",
         )
+
+
+def tabular_model(node: DictConfig | None) -> TabularModelSpec:
+    """``task.estimator`` (an option of the estimator group) as a spec."""
+    if node is None:
+        raise ConfigError(
+            "estimator",
+            "is not set",
+            f"choose one of {', '.join(estimator_options())}, e.g. estimator=gbm",
+        )
+    if OmegaConf.get_type(node) is TabularModelSpec:
+        return OmegaConf.to_object(node)  # type: ignore[return-value]
+    # A config composed without sah's schema (a hand-built DictConfig).
     params = OmegaConf.to_container(node.get("params") or {}, resolve=True)
-    return TabularModelSpec(str(node.name), dict(params), str(node.get("features", "all")))  # type: ignore[arg-type]
+    return TabularModelSpec(str(node.name), str(node.get("features", "all")), dict(params))  # type: ignore[arg-type]
+
+
+def model_label(choices: dict[str, str], spec: TabularModelSpec) -> str:
+    """``tab_<estimator option>``: the name outcome runs had in MLflow (tag and param ``model``,
+    run name) when the estimators were options ``tab_*`` of the model group."""
+    return f"tab_{choices.get('estimator') or spec.name}"
 
 
 def outcome_settings(task: DictConfig, seed: int) -> OutcomeSettings:

@@ -22,8 +22,8 @@ from sah.errors import ConfigError
 from sah.tasks.driver import Evaluation
 from sah.tasks.network_runner import (
     NetworkRunner,
+    adapter_config,
     adapter_params,
-    adapter_settings,
     adapter_tags,
     best_checkpoint,
     cohort_name,
@@ -59,7 +59,7 @@ class SegmentationRunner(NetworkRunner):
         prior = cfg.task.get("output_prior")
         if init_from is None and prior:
             set_output_prior(self.net, float(prior))
-        self.adapted = prepare_network(self.net, init_from, adapter_settings(cfg))
+        self.adapted = prepare_network(self.net, init_from, adapter_config(cfg))
         self.module = instantiate(cfg.task.module)(net=self.net)
         self.datamodule = instantiate(cfg.data)
         self.spatial_dims = checked_spatial_dims(cfg, self.choices, self.datamodule, self.module)

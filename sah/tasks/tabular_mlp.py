@@ -2,8 +2,8 @@
 
 The sklearn face (``fit`` / ``predict_proba``) lets it sit in the same impute -> scale pipeline
 and cross-validation as the other tabular models; Lightning does the training loop so the same
-module runs on a GPU with ``model.params.accelerator=gpu``. Full-batch by default: a few hundred
-patients fit in one batch and train in about a second on a CPU.
+module runs on a GPU with ``task.estimator.params.accelerator=gpu``. Full-batch by default: a few
+hundred patients fit in one batch and train in about a second on a CPU.
 """
 
 from __future__ import annotations

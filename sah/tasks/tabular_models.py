@@ -14,48 +14,48 @@ the logistic model, SVM and MLP do.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from sklearn.base import BaseEstimator
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from typing import TYPE_CHECKING, Any
 
 from sah.errors import ConfigError
+
+if TYPE_CHECKING:  # sklearn is imported where a pipeline is built: the schema needs none of it
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
 
 MODEL_NAMES = ("logistic", "gbm", "rf", "svm", "mlp")
 IMPUTATIONS = ("median", "mean", "iterative")
 FEATURE_SETS = ("all", "standard")
 
 
-@dataclass(frozen=True)
+@dataclass
 class TabularModelSpec:
-    """A model of the ``model`` config group with ``kind: tabular``.
+    """An option of the ``estimator`` config group (conf/estimator/, at ``task.estimator``),
+    and that group's schema (``sah.cli.schema`` registers it as ``estimator_schema``).
 
     ``features`` is ``all`` (the 72-h feature set) or ``standard`` (the standard model's
-    admission grades only); ``params`` go to the estimator's constructor.
+    admission grades only); ``params`` go to the estimator's constructor. Fields are in the
+    order the config prints them; not frozen, since a frozen schema makes its config node
+    read-only and a command line could not set ``task.estimator.params.C``.
     """
 
     name: str
-    params: dict[str, Any] = field(default_factory=dict)
     features: str = "all"
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.name not in MODEL_NAMES:
             raise ConfigError(
-                "model.name", f"unknown tabular model {self.name!r}", f"use {MODEL_NAMES}"
+                "task.estimator.name", f"unknown tabular model {self.name!r}", f"use {MODEL_NAMES}"
             )
         if self.features not in FEATURE_SETS:
             raise ConfigError(
-                "model.features", f"must be one of {FEATURE_SETS}, got {self.features!r}"
+                "task.estimator.features", f"must be one of {FEATURE_SETS}, got {self.features!r}"
             )
 
 
 def make_imputer(method: str, seed: int) -> BaseEstimator:
+    from sklearn.impute import SimpleImputer
+
     if method in ("median", "mean"):
         return SimpleImputer(strategy=method, keep_empty_features=True)
     if method == "iterative":
@@ -68,6 +68,11 @@ def make_imputer(method: str, seed: int) -> BaseEstimator:
 
 
 def make_estimator(spec: TabularModelSpec, seed: int) -> BaseEstimator:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
     params = dict(spec.params)
     try:
         if spec.name == "logistic":
@@ -84,11 +89,14 @@ def make_estimator(spec: TabularModelSpec, seed: int) -> BaseEstimator:
 
         return LightningMLPClassifier(seed=seed, **params)
     except TypeError as err:
-        raise ConfigError("model.params", f"{spec.name}: {err}") from err
+        raise ConfigError("task.estimator.params", f"{spec.name}: {err}") from err
 
 
 def make_pipeline(spec: TabularModelSpec, imputation: str, seed: int) -> Pipeline:
     """A fresh, unfitted impute -> scale -> model pipeline."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return Pipeline(
         [
             ("impute", make_imputer(imputation, seed)),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 from torch import nn
+
+if TYPE_CHECKING:
+    from sah.adapters import AdapterConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +30,8 @@ class ReattachNorms(L.Callback):
             reattach_norms(net)
 
 
-@dataclass
-class AdapterSettings:
-    """The `adapter` config group as plain values (`adapter.target` is a group name or regex)."""
-
-    method: str = "full"
-    rank: int | None = 4
-    alpha: float | None = None
-    target: str = "all"
-    rslora: bool = False
-    train_norm: bool = False
-    detach_norm: bool = True
-    dropout: float = 0.0
-    fold_norm: bool = True
-
-
 def prepare_network(
-    net: nn.Module, init_from: Path | None, adapter: AdapterSettings | None
+    net: nn.Module, init_from: Path | None, adapter: AdapterConfig | None
 ) -> list[str]:
     """Load ``init_from`` into ``net``, inject the adapter, and return the adapted module names.
 
@@ -56,17 +44,6 @@ def prepare_network(
         log.info("loaded pre-trained weights from %s", init_from)
     if adapter is None:
         return []
-    from sah.adapters import AdapterConfig, inject
+    from sah.adapters import inject
 
-    config = AdapterConfig(
-        method=adapter.method,
-        rank=adapter.rank,
-        alpha=adapter.alpha,
-        rslora=adapter.rslora,
-        targets=adapter.target,
-        train_norm=adapter.train_norm,
-        detach_norm=adapter.detach_norm,
-        dropout=adapter.dropout,
-        fold_norm=adapter.fold_norm,
-    )
-    return inject(net, config)
+    return inject(net, adapter)

@@ -36,12 +36,12 @@ def _trained(method: str, **kw):
 
 @pytest.mark.parametrize("method", [*METHODS, "full"])
 def test_round_trip(tmp_path, method):
-    base, model = _trained(method, targets=["encoder", "decoder", "bottleneck"], train_norm=True)
+    base, model = _trained(method, target=["encoder", "decoder", "bottleneck"], train_norm=True)
     path = tmp_path / "adapter.safetensors"
     save_adapter(model, path)
     meta = read_metadata(path)
     assert meta["config"]["method"] == method
-    assert meta["config"]["targets"] == ["encoder", "decoder", "bottleneck"]
+    assert meta["config"]["target"] == ["encoder", "decoder", "bottleneck"]
     assert len(meta["fingerprint"]) == 64
 
     restored = copy.deepcopy(base)
@@ -54,6 +54,35 @@ def test_round_trip(tmp_path, method):
     assert set(restored.state_dict()) == set(model.state_dict())
     for key, value in model.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value), key
+
+
+def test_a_checkpoint_that_says_targets_still_loads(tmp_path):
+    """Checkpoints written before the field was renamed store ``targets``, not ``target``."""
+    import json
+
+    from safetensors import safe_open
+
+    from sah.adapters.checkpoint import META_KEY
+
+    base, model = _trained("conv_lora", target=["encoder", "head"])
+    path = tmp_path / "new.safetensors"
+    save_adapter(model, path)
+    meta = read_metadata(path)
+    meta["config"]["targets"] = meta["config"].pop("target")
+    with safe_open(str(path), framework="pt") as f:
+        names = list(f.keys())  # a safetensors file, not a dict
+        tensors = {k: f.get_tensor(k) for k in names}
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={META_KEY: json.dumps(meta)})
+
+    assert AdapterConfig.from_dict(read_metadata(old)["config"]).target == ("encoder", "head")
+    restored = copy.deepcopy(base)
+    assert load_adapter(restored, old) == meta["adapted"]
+    restored.eval()
+    model.eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(restored(x), model(x))
 
 
 def test_load_into_injected_model_and_merged_model(tmp_path):

@@ -49,8 +49,8 @@ def test_alpha_defaults_to_rank_and_scale():
     [
         ({"dropout": 1.0}, "adapter.dropout"),
         ({"dropout": -0.1}, "adapter.dropout"),
-        ({"targets": []}, "adapter.targets"),
-        ({"targets": ""}, "adapter.targets"),
+        ({"target": []}, "adapter.target"),
+        ({"target": ""}, "adapter.target"),
         ({"alpha": float("nan")}, "adapter.alpha"),
     ],
 )
@@ -60,7 +60,7 @@ def test_other_bad_values(kwargs, key):
 
 
 def test_round_trip_through_dict():
-    config = AdapterConfig("dora_c", 4, alpha=2.0, targets=["decoder", "head"], train_norm=True)
+    config = AdapterConfig("dora_c", 4, alpha=2.0, target=["decoder", "head"], train_norm=True)
     assert AdapterConfig.from_dict(config.to_dict()) == config
     assert set(METHODS) == {
         "lora_c",

@@ -28,7 +28,7 @@ def _x():
 
 def test_group_target_adapts_only_that_group():
     model = TinySegNet()
-    names = inject(model, AdapterConfig("conv_lora", 2, targets="decoder"))
+    names = inject(model, AdapterConfig("conv_lora", 2, target="decoder"))
     assert names == ["decoder.0"]
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"decoder.0.factors.A", "decoder.0.factors.B"}
@@ -36,13 +36,13 @@ def test_group_target_adapts_only_that_group():
 
 def test_group_with_a_linear_layer_and_list_of_targets():
     model = TinySegNet()
-    names = inject(model, AdapterConfig("cp_dora", 2, targets=["bottleneck", "head"]))
+    names = inject(model, AdapterConfig("cp_dora", 2, target=["bottleneck", "head"]))
     assert names == ["bottleneck.0", "gate", "head"]
 
 
 def test_regex_target_and_all_without_groups():
     model = TinyNoGroups()
-    assert inject(model, AdapterConfig("lora_c", 2, targets=r"conv_\w$")) == ["conv_a", "conv_b"]
+    assert inject(model, AdapterConfig("lora_c", 2, target=r"conv_\w$")) == ["conv_a", "conv_b"]
     assert inject(TinyNoGroups(), AdapterConfig("lora_c", 2)) == ["conv_a", "conv_b", "fc"]
 
 
@@ -66,14 +66,14 @@ def test_target_matching_no_layer_raises(target, message):
     model = TinySegNet()
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(AdapterError, match=message):
-        inject(model, AdapterConfig("conv_lora", 2, targets=target))
+        inject(model, AdapterConfig("conv_lora", 2, target=target))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
 
 
 def test_invalid_regex_raises():
     with pytest.raises(AdapterError, match="neither a module group"):
-        inject(TinySegNet(), AdapterConfig("conv_lora", 2, targets="enc(oder"))
+        inject(TinySegNet(), AdapterConfig("conv_lora", 2, target="enc(oder"))
 
 
 def test_layer_the_method_cannot_adapt_is_named_and_nothing_changes():
@@ -87,7 +87,7 @@ def test_layer_the_method_cannot_adapt_is_named_and_nothing_changes():
     with pytest.raises(AdapterError, match=r"'attn\.out_proj'.*NonDynamicallyQuantizableLinear"):
         inject(model, AdapterConfig("conv_lora", 2))
     assert not any(isinstance(m, AdapterLayer) for m in model.modules())
-    assert inject(model, AdapterConfig("conv_lora", 2, targets="^proj$")) == ["proj"]
+    assert inject(model, AdapterConfig("conv_lora", 2, target="^proj$")) == ["proj"]
 
 
 def test_bad_module_groups_are_reported():
@@ -96,7 +96,7 @@ def test_bad_module_groups_are_reported():
             return {"decoder": ["decoder", "no_such_module"]}
 
     with pytest.raises(AdapterError, match="no_such_module"):
-        inject(Broken(), AdapterConfig("conv_lora", 2, targets="decoder"))
+        inject(Broken(), AdapterConfig("conv_lora", 2, target="decoder"))
 
 
 def test_second_inject_refused():
@@ -108,7 +108,7 @@ def test_second_inject_refused():
 
 def test_full_trains_every_parameter_of_the_targets():
     model = TinySegNet()
-    names = inject(model, AdapterConfig("full", None, targets="encoder"))
+    names = inject(model, AdapterConfig("full", None, target="encoder"))
     assert names == ["encoder.0", "encoder.1", "encoder.3", "encoder.4"]
     for name, p in model.named_parameters():
         assert p.requires_grad == name.startswith("encoder.")
@@ -132,7 +132,7 @@ def test_none_freezes_everything():
 
 def test_frozen_norms_keep_statistics_train_norm_updates_them():
     frozen = TinySegNet()
-    inject(frozen, AdapterConfig("conv_lora", 2, targets="encoder"))
+    inject(frozen, AdapterConfig("conv_lora", 2, target="encoder"))
     frozen.train()
     before = frozen.encoder[1].running_var.clone()
     frozen(_x())
@@ -140,7 +140,7 @@ def test_frozen_norms_keep_statistics_train_norm_updates_them():
     assert not frozen.encoder[1].weight.requires_grad
 
     trained = TinySegNet()
-    inject(trained, AdapterConfig("conv_lora", 2, targets="encoder", train_norm=True))
+    inject(trained, AdapterConfig("conv_lora", 2, target="encoder", train_norm=True))
     trained.train()
     trained(_x())
     assert not torch.equal(trained.encoder[1].running_var, before)

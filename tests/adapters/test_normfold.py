@@ -156,7 +156,7 @@ def test_norms_swapped_for_sync_batchnorm_are_held_again(method):
     what the swap breaks: frozen statistics, and a folded norm applied twice."""
     base, shape = _conv_norm("dilated2d")
     model = nn.Sequential(copy.deepcopy(base), nn.Sequential(nn.Conv2d(6, 2, 1))).double()
-    inject(model, AdapterConfig(method, 2, targets=r"^1\.0$" if method == "full" else "all"))
+    inject(model, AdapterConfig(method, 2, target=r"^1\.0$" if method == "full" else "all"))
     randomise_adapter(model)
     x = torch.randn(*shape, dtype=torch.float64)
     model.train()

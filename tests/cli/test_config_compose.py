@@ -38,6 +38,53 @@ def test_every_option_composes(override: str) -> None:
     assert isinstance(OmegaConf.to_container(cfg, resolve=False), dict)
 
 
+@pytest.mark.parametrize("estimator", options("estimator"))
+def test_every_estimator_composes_with_task_outcome(estimator: str) -> None:
+    from sah.tasks.tabular_models import TabularModelSpec
+
+    cfg = compose_train(["task=outcome", f"estimator={estimator}"])
+    assert cfg.model is None
+    assert OmegaConf.get_type(cfg.task.estimator) is TabularModelSpec
+    assert isinstance(OmegaConf.to_object(cfg.task.estimator), TabularModelSpec)
+    assert list(cfg.task.estimator) == ["name", "features", "params"]
+
+
+def test_estimator_keys_are_checked_at_composition() -> None:
+    with pytest.raises(Exception, match=r"task\.estimator\.featurs"):
+        compose_train(["task=outcome", "task.estimator.featurs=all"])
+
+
+@pytest.mark.parametrize("method", options("adapter"))
+def test_every_adapter_option_is_an_adapter_config(method: str) -> None:
+    """conf/adapter/*.yaml name their method; the rest is the schema, AdapterConfig itself."""
+    from sah.adapters import AdapterConfig
+
+    cfg = compose_train([f"adapter={method}"])
+    assert OmegaConf.get_type(cfg.adapter) is AdapterConfig
+    config = OmegaConf.to_object(cfg.adapter)
+    assert config == AdapterConfig(method)
+    assert list(cfg.adapter) == list(AdapterConfig.__dataclass_fields__)
+
+
+def test_adapter_schema_is_not_an_option_of_the_group() -> None:
+    from hydra.core.global_hydra import GlobalHydra as Global
+
+    register_schema()
+    Global.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        listed = Global.instance().config_loader().get_group_options("adapter")
+    assert sorted(listed) == options("adapter")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("adapter.rank=abc", "adapter.rank"), ("adapter.fold_norm=maybe", "adapter.fold_norm")],
+)
+def test_adapter_wrong_type_fails_at_composition_naming_the_key(override: str, key: str) -> None:
+    with pytest.raises(Exception, match=key.replace(".", r"\.")):
+        compose_train(["adapter=lora_c", override])
+
+
 def test_adapter_keys_are_the_user_facing_names() -> None:
     cfg = compose_train(["adapter=cp_dora", "adapter.rank=16", "adapter.target=decoder"])
     assert (cfg.adapter.method, cfg.adapter.rank, cfg.adapter.target) == ("cp_dora", 16, "decoder")
@@ -75,3 +122,19 @@ def test_train_and_synth_resolve_the_same_cache_folder(
     assert cohort_dir(config, None) == cohort_dir(config, cfg.paths.cache_dir)
     # paths.cache_dir=... still wins.
     assert compose_train([f"paths.cache_dir={tmp_path}/x"]).paths.cache_dir == f"{tmp_path}/x"
+
+
+def test_registering_the_schemas_imports_neither_torch_nor_sklearn() -> None:
+    """sah-train registers AdapterConfig and TabularModelSpec before composing; `--help`, `--cfg`
+    and a config error stay as quick as before they were schemas."""
+    import subprocess
+    import sys
+
+    loaded = "print(sorted(m for m in ('torch', 'sklearn', 'lightning') if m in sys.modules))"
+    code = (
+        "import sys; from sah.cli.schema import register_schema; register_schema(); "
+        f"{loaded}; from sah.adapters import inject; assert callable(inject); {loaded}"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Nothing heavy until a function that needs torch is asked for.
+    assert done.stdout.split() == ["[]", "['torch']"]

@@ -139,7 +139,7 @@ def test_adapters_replace_full_fine_tuning_after_the_freeze(quiet_trainer) -> No
     from sah.adapters import AdapterConfig, inject
 
     net = TinyClassifier()
-    inject(net, AdapterConfig("lora_c", rank=2, targets="backbone"))
+    inject(net, AdapterConfig("lora_c", rank=2, target="backbone"))
     initial = {k: v.detach().clone() for k, v in net.state_dict().items()}
     snap = fit_tiny(net, quiet_trainer)
     after_freeze, final = snap.states

@@ -43,11 +43,11 @@ SMALL = [
     "task.importance.n_permutations=1",
 ]
 FAST_PARAMS = {
-    "tab_gbm": ["model.params.n_estimators=20"],
-    "tab_rf": ["model.params.n_estimators=20"],
-    "tab_mlp": ["model.params.max_epochs=15"],
+    "gbm": ["task.estimator.params.n_estimators=20"],
+    "rf": ["task.estimator.params.n_estimators=20"],
+    "mlp": ["task.estimator.params.max_epochs=15"],
 }
-TABULAR = ["tab_gbm", "tab_rf", "tab_svm", "tab_mlp", "tab_logistic", "tab_logistic_grades"]
+ESTIMATORS = ["gbm", "rf", "svm", "mlp", "logistic", "logistic_grades"]
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +77,12 @@ def compose_outcome(root: Path, overrides: list[str]):
         )
 
 
-def run(root: Path, overrides: list[str], model: str = "tab_gbm", data: str = "emr_synthetic"):
+def run(root: Path, overrides: list[str], estimator: str = "gbm", data: str = "emr_synthetic"):
     from sah.tasks.driver import run as run_task
 
     size = ["data.n_patients=90"] if data == "emr_synthetic" else []
-    cfg = compose_outcome(root, [f"model={model}", *size, *overrides])
-    return run_task(cfg, {"model": model, "data": data}), cfg
+    cfg = compose_outcome(root, [f"estimator={estimator}", *size, *overrides])
+    return run_task(cfg, {"estimator": estimator, "data": data}), cfg
 
 
 # --- features -------------------------------------------------------------------------------
@@ -265,11 +265,13 @@ def test_a_model_that_cannot_fit_a_small_fold_names_the_fold(cohort: pd.DataFram
 # --- sah-train task=outcome -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", TABULAR)
-def test_each_model_trains_and_logs_to_mlflow(model: str, store: Path) -> None:
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_each_estimator_trains_and_logs_to_mlflow(estimator: str, store: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    value, cfg = run(store, FAST_PARAMS.get(model, []), model=model)
+    value, cfg = run(store, FAST_PARAMS.get(estimator, []), estimator=estimator)
+    # The names outcome runs had when the estimators were options tab_* of the model group.
+    model = f"tab_{estimator}"
     client = MlflowClient(cfg.tracking.uri)
     experiment = client.get_experiment_by_name("sah-outcome")
     runs = client.search_runs(
@@ -286,11 +288,12 @@ def test_each_model_trains_and_logs_to_mlflow(model: str, store: Path) -> None:
     ]:
         assert key in metrics
     assert logged.data.params["target"] == "dci"
-    assert logged.data.params["estimator"] == cfg.model.name
+    assert logged.data.params["estimator"] == cfg.task.estimator.name
+    assert logged.data.params["model"] == model and logged.data.tags["model"] == model
     assert logged.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
     assert {"folds.csv", "oof_predictions.csv", "comparison.csv", "roc.png"} <= artifacts
-    if model != "tab_logistic_grades":
+    if estimator != "logistic_grades":
         assert {"importance.csv", "importance.png"} <= artifacts
     else:
         assert metrics["test/auc_diff"] == pytest.approx(0.0, abs=1e-9)
@@ -313,7 +316,7 @@ def test_user_table_with_image_features_and_other_target(store: Path, cohort) ->
             "task.standard.features=[hunt_hess,modified_fisher,age]",
             "task.imputation=iterative",
             "task.features.daily=[wbc,sodium]",
-            "model.params.n_estimators=20",
+            "task.estimator.params.n_estimators=20",
         ],
         data="emr_table",
     )
@@ -340,8 +343,8 @@ def test_bad_tables_fail_with_one_clear_error(store: Path, cohort, edit, message
 
 
 def test_image_network_and_image_data_are_refused(store: Path) -> None:
-    with pytest.raises(ConfigError, match=r"'model'.*'unet2d' is not a tabular model.*tab_gbm"):
-        run(store, [], model="unet2d")
+    with pytest.raises(ConfigError, match=r"'model'.*takes no network.*gbm.*estimator=gbm"):
+        run(store, ["model=unet2d"])
     with pytest.raises(ConfigError, match=r"'data'.*data=emr_synthetic or data=emr_table"):
         run(store, ["data=synthetic_sah"], data="synthetic_sah")
 
@@ -356,11 +359,27 @@ def test_cli_prints_one_line_for_an_image_model(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "config key 'model'" in lines[0] and "glob(tab_*)" in lines[0]
+    assert len(lines) == 1 and "config key 'model'" in lines[0] and "estimator=" in lines[0]
+
+
+def test_an_estimator_composes_with_task_outcome_only(store: Path) -> None:
+    """Only conf/task/outcome.yaml composes the estimator group: no other task can take one."""
+    from hydra.errors import ConfigCompositionException
+
+    register_schema()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for task in ("segmentation", "mortality"):
+            with pytest.raises(ConfigCompositionException, match=r"'estimator'.*defaults list"):
+                compose("train", overrides=[f"task={task}", "estimator=gbm"])
+            assert "estimator" not in compose("train", overrides=[f"task={task}"]).task
+        cfg = compose("train", overrides=["task=outcome", "estimator=rf"])
+    assert cfg.model is None and cfg.task.estimator.name == "rf"
+    assert "kind" not in cfg.task.estimator
 
 
 @pytest.mark.slow
-def test_sweep_over_every_model_fails_only_the_image_trials(tmp_path: Path) -> None:
+def test_sweep_over_every_estimator(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable,
@@ -368,7 +387,7 @@ def test_sweep_over_every_model_fails_only_the_image_trials(tmp_path: Path) -> N
             "sah.cli.train",
             "-m",
             "task=outcome",
-            "model=glob(*)",
+            "estimator=glob(*)",
             "data.n_patients=60",
             "task.cv.n_splits=3",
             "task.cv.n_repeats=1",
@@ -383,6 +402,8 @@ def test_sweep_over_every_model_fails_only_the_image_trials(tmp_path: Path) -> N
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("sah-outcome")
-    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
-    assert {f"{m}-dci" for m in TABULAR} <= names
-    assert "is not a tabular model" in done.stdout + done.stderr
+    runs = client.search_runs([experiment.experiment_id])
+    assert done.returncode == 0, done.stderr
+    # One job per estimator under the sweep's parent run, named as when they were model options.
+    jobs = {r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert jobs == {f"tab_{e}-dci" for e in ESTIMATORS}
