@@ -7,8 +7,8 @@ packages of lower layers, never a package of its own layer or above:
     1  sah.adapters, sah.metrics                  stand alone: import nothing else of sah
     2  sah.models, sah.data, sah.tracking,        independent of each other; sah.report reads
        sah.report                                 sah.metrics, none imports sah.adapters today
-    3  sah.tasks (and its run driver,             builds data, module and trainer and runs them
-       sah.tasks.driver, once it exists)
+    3  sah.tasks (its run driver and one          builds data, module and trainer and runs them
+       folder per task)
     4  sah.cli                                    thin entry points over the tasks
 
 So ``cli -> tasks -> (models, data, tracking, report) -> (adapters, metrics) -> errors``.

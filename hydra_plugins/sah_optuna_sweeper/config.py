@@ -151,7 +151,7 @@ class SahOptunaSweeperConf:
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
 
     sampler: SamplerConf = MISSING
-    # Applied by the training loop of each trial (sah.tasks.pruning); nop disables pruning.
+    # Applied by the training loop of each trial (sah.tasks.training.pruning); nop disables pruning.
     pruner: PrunerConf = MISSING
     # maximize | minimize, or a list of them for a multi-objective (Pareto) study.
     direction: Any = "maximize"

@@ -138,8 +138,8 @@ def predict_case(case: Case, segmenter, tta: bool, out_dir: Path) -> dict[str, A
 
     from sah.data.readers.ct import load_ct, load_label
     from sah.metrics import segmentation_metrics
-    from sah.tasks.inference import head_ct_warnings
-    from sah.tasks.overlay import save_overlays
+    from sah.tasks.segmentation.inference import head_ct_warnings
+    from sah.tasks.segmentation.overlay import save_overlays
 
     ct = load_ct(case.image)
     mask = segmenter.segment(ct, flip_tta=tta)
@@ -184,7 +184,7 @@ def summary_line(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from sah.tasks.inference import load_segmenter
+    from sah.tasks.segmentation.inference import load_segmenter
 
     cases = collect_cases(args.inputs, args.label)
     out_root = Path(args.out)

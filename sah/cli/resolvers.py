@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 
 def _sync_batchnorm(accelerator: str) -> bool:
-    from sah.tasks.ddp_ranks import sync_batchnorm_for
+    from sah.tasks.training.ddp_ranks import sync_batchnorm_for
 
     return sync_batchnorm_for(str(accelerator))
 

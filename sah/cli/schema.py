@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from sah.adapters import AdapterConfig
 from sah.data.cache import cache_dir
-from sah.tasks.tabular_models import TabularModelSpec
+from sah.tasks.outcome.estimators import TabularModelSpec
 
 # `${sah_cache_dir:}` in conf/paths/default.yaml: the config's default cache folder is the one
 # sah-synth, sah-predict and the library use (sah.data.cache.cache_dir: $SAH_CACHE_DIR, else

@@ -181,7 +181,7 @@ def test_norms_swapped_for_sync_batchnorm_are_held_again(method):
 
 
 def test_the_training_callback_reattaches_the_norms():
-    from sah.tasks.transfer import ReattachNorms
+    from sah.tasks.training.network_setup import ReattachNorms
 
     class Task(L.LightningModule):
         def __init__(self) -> None:

@@ -40,7 +40,7 @@ def test_every_option_composes(override: str) -> None:
 
 @pytest.mark.parametrize("estimator", options("estimator"))
 def test_every_estimator_composes_with_task_outcome(estimator: str) -> None:
-    from sah.tasks.tabular_models import TabularModelSpec
+    from sah.tasks.outcome.estimators import TabularModelSpec
 
     cfg = compose_train(["task=outcome", f"estimator={estimator}"])
     assert cfg.model is None

@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from sah.cli.schema import register_schema
 from sah.cli.train import CONFIG_DIR
 from sah.errors import ConfigError
-from sah.tasks.ddp_ranks import check_sync_batchnorm
+from sah.tasks.training.ddp_ranks import check_sync_batchnorm
 
 
 def ddp_trainer(*overrides: str):

@@ -194,7 +194,7 @@ def test_predict_names_the_layers_of_a_checkpoint_that_does_not_fit_its_model(
     import torch
 
     from sah.errors import DataError
-    from sah.tasks.inference import load_segmenter
+    from sah.tasks.segmentation.inference import load_segmenter
 
     workdir, _, _ = trained
     checkpoint = torch.load(

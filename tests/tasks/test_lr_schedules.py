@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from sah.errors import ConfigError
-from sah.tasks.segmentation import SegmentationTask
+from sah.tasks.segmentation.module import SegmentationTask
 
 
 class _Recorder(L.Callback):

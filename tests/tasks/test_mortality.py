@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from sah.data.cohorts.folds import assign_folds
 from sah.data.cohorts.mortality_split import read_outcome_cohort, split_outcome_cohort
 from sah.errors import ConfigError, DataError
-from sah.tasks.classification import ClassificationTask
-from sah.tasks.focal_loss import balanced_class_weights, focal_loss
+from sah.tasks.mortality.focal_loss import balanced_class_weights, focal_loss
+from sah.tasks.mortality.module import ClassificationTask
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_COHORT = {"kind": "sah", "n_patients": 10, "seed": 0, "matrix": 64, "spacing_mm": 3.6}
@@ -247,7 +247,7 @@ def densenet(spatial_dims: int = 2, in_channels: int = 1):
 
 
 def test_backbone_transfers_and_the_head_starts_fresh(tmp_path: Path) -> None:
-    from sah.tasks.backbone_transfer import load_pretrained
+    from sah.tasks.mortality.backbone_weights import load_pretrained
 
     source, target = densenet(), densenet()
     path = tmp_path / "ckpt.pt"
@@ -261,7 +261,7 @@ def test_backbone_transfers_and_the_head_starts_fresh(tmp_path: Path) -> None:
 
 
 def test_three_channel_stem_is_summed_into_grey(tmp_path: Path) -> None:
-    from sah.tasks.backbone_transfer import load_pretrained
+    from sah.tasks.mortality.backbone_weights import load_pretrained
 
     source, target = densenet(in_channels=3), densenet(in_channels=1)
     torch.save(source.state_dict(), tmp_path / "rgb.pt")
@@ -271,7 +271,7 @@ def test_three_channel_stem_is_summed_into_grey(tmp_path: Path) -> None:
 
 
 def test_partial_backbone_is_refused(tmp_path: Path) -> None:
-    from sah.tasks.backbone_transfer import load_pretrained
+    from sah.tasks.mortality.backbone_weights import load_pretrained
 
     state = densenet().state_dict()
     del state["features.denseblock4.denselayer16.layers.conv2.weight"]
@@ -282,7 +282,7 @@ def test_partial_backbone_is_refused(tmp_path: Path) -> None:
 
 def test_2d_segmentation_encoder_into_3d_densenet_says_why_not(tmp_path: Path) -> None:
     from sah.models.mv_unet import MVUnet
-    from sah.tasks.backbone_transfer import load_pretrained
+    from sah.tasks.mortality.backbone_weights import load_pretrained
 
     torch.save(MVUnet().state_dict(), tmp_path / "tbi_mv_unet.pt")
     with pytest.raises(

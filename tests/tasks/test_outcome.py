@@ -17,15 +17,7 @@ from sah.cli.schema import register_schema
 from sah.cli.train import CONFIG_DIR
 from sah.data.synthetic.clinical import LAB_UNITS, synthetic_emr_cohort
 from sah.errors import ConfigError, DataError
-from sah.tasks.emr_features import (
-    FeatureSpec,
-    binary_target,
-    build_features,
-    merge_image_features,
-    static_features,
-    summarise_days,
-)
-from sah.tasks.outcome import (
+from sah.tasks.outcome.cross_validation import (
     CVSettings,
     Fold,
     ImportanceSettings,
@@ -33,7 +25,15 @@ from sah.tasks.outcome import (
     check_events,
     cross_validate_outcome,
 )
-from sah.tasks.tabular_models import TabularModelSpec, make_pipeline
+from sah.tasks.outcome.estimators import TabularModelSpec, make_pipeline
+from sah.tasks.outcome.features import (
+    FeatureSpec,
+    binary_target,
+    build_features,
+    merge_image_features,
+    static_features,
+    summarise_days,
+)
 
 STATIC = ("age", "sex", "wfns", "modified_fisher", "blood_volume_ml", "ivh_volume_ml")
 SMALL = [

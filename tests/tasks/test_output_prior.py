@@ -5,7 +5,7 @@ import torch
 
 from sah.models.mv_unet import MVUnet
 from sah.models.unet import build_unet
-from sah.tasks.output_prior import set_output_prior
+from sah.tasks.segmentation.output_prior import set_output_prior
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from torch import nn
 from sah.data.preprocess import build_preprocess
 from sah.data.readers.ct import CTVolume
 from sah.metrics import segmentation_metrics
-from sah.tasks.evaluate import predict_probabilities
+from sah.tasks.segmentation.evaluate import predict_probabilities
 
 
 def scan_with_ball() -> tuple[CTVolume, np.ndarray]:
@@ -94,7 +94,7 @@ def test_a_slice_model_sees_a_finer_scan_at_its_training_pixel_size() -> None:
 
 
 def test_in_plane_resampling_keeps_the_field_of_view() -> None:
-    from sah.tasks.evaluate import resample_in_plane
+    from sah.tasks.segmentation.evaluate import resample_in_plane
 
     x = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((1, 6, 2), np.float32)
     coarse = resample_in_plane(x, (4, 3))
@@ -105,7 +105,7 @@ def test_in_plane_resampling_keeps_the_field_of_view() -> None:
 
 
 def test_overlay_legend_names_the_reference_only_when_there_is_one() -> None:
-    from sah.tasks.overlay import legend
+    from sah.tasks.segmentation.overlay import legend
 
     image = np.zeros((4, 4, 2), dtype=np.float32)
     mask = np.zeros((4, 4, 2), dtype=bool)

@@ -9,7 +9,7 @@ import pytest
 from lightning.pytorch.callbacks import RichProgressBar
 
 from sah.data.progress import Progress
-from sah.tasks.progress import EpochLines, progress_bar
+from sah.tasks.training.progress import EpochLines, progress_bar
 
 
 class Terminal(io.StringIO):

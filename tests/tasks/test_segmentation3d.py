@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sah.errors import ConfigError
-from sah.tasks.evaluate import evaluate_volumes, predict_volume_3d
-from sah.tasks.losses import foreground_logit, foreground_probability, get_loss
-from sah.tasks.segmentation import SegmentationTask
-from sah.tasks.sliding_window import SlidingWindow
+from sah.tasks.segmentation.evaluate import evaluate_volumes, predict_volume_3d
+from sah.tasks.segmentation.losses import foreground_logit, foreground_probability, get_loss
+from sah.tasks.segmentation.module import SegmentationTask
+from sah.tasks.segmentation.sliding_window import SlidingWindow
 
 
 class Pointwise(nn.Module):

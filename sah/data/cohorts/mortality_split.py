@@ -1,5 +1,5 @@
 """task=mortality's cohort: binary outcome labels of a manifest and their patient-level splits
-(task=outcome, the tabular models, splits in ``sah.tasks.outcome``).
+(task=outcome, the tabular models, splits in ``sah.tasks.outcome.cross_validation``).
 
 A classification run needs both outcome classes in every set it trains or scores on: an AUC is
 undefined on one class and balanced class weights are infinite for an absent one. So every way a

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from sah.data.modules.protocol import OutcomeData, patient_sets
 from sah.errors import ConfigError
 from sah.tasks.driver import Evaluation
-from sah.tasks.network_runner import (
+from sah.tasks.training.network_runner import (
     NetworkRunner,
     adapter_config,
     adapter_params,
@@ -37,7 +37,7 @@ class MortalityRunner(NetworkRunner):
     datamodule: OutcomeData
 
     def prepare(self) -> None:
-        from sah.tasks.transfer import prepare_network
+        from sah.tasks.training.network_setup import prepare_network
 
         cfg = self.cfg
         refuse_several_devices(cfg.trainer)
@@ -92,7 +92,7 @@ class MortalityRunner(NetworkRunner):
         return params
 
     def fit(self, run_id: str | None, checkpoint: str | None) -> None:
-        from sah.tasks.pruning import trial_callbacks
+        from sah.tasks.training.pruning import trial_callbacks
 
         cfg = self.cfg
         experiment = cfg.tracking.experiment or cfg.task.experiment_name
@@ -107,8 +107,8 @@ class MortalityRunner(NetworkRunner):
         self.fit_and_select(self.trainer, callbacks, checkpoint)
 
     def evaluate(self) -> Evaluation:
-        from sah.tasks.classification import predict_probabilities
-        from sah.tasks.classification_report import Predictions, choose_threshold
+        from sah.tasks.mortality.module import predict_probabilities
+        from sah.tasks.mortality.report import Predictions, choose_threshold
 
         dm = self.datamodule
         self.module.net.to(evaluation_device(self.cfg.trainer))  # Lightning returns it on CPU
@@ -177,7 +177,7 @@ def refuse_several_devices(trainer: DictConfig) -> None:
 def load_initial_weights(cfg: DictConfig, net: torch.nn.Module) -> None:
     """``init_from`` into the network as ``task.transfer`` says; warn when freezing a random
     backbone, which only trains the head on random features."""
-    from sah.tasks.backbone_transfer import load_pretrained
+    from sah.tasks.mortality.backbone_weights import load_pretrained
 
     path = init_checkpoint(cfg)
     transfer = cfg.task.get("transfer") or {}
@@ -192,7 +192,7 @@ def load_initial_weights(cfg: DictConfig, net: torch.nn.Module) -> None:
 
 
 def class_weights(setting: str | None, train_labels: list[int]) -> list[float] | None:
-    from sah.tasks.focal_loss import balanced_class_weights
+    from sah.tasks.mortality.focal_loss import balanced_class_weights
 
     if setting in (None, "none", "null"):
         return None
@@ -204,7 +204,7 @@ def class_weights(setting: str | None, train_labels: list[int]) -> list[float] |
 def summarise(sets: dict, threshold: float) -> dict[str, float]:
     """``<set>/<metric>`` for every set with both outcomes, plus counts and the threshold (chosen
     on the selection set, hence ``val/threshold``)."""
-    from sah.tasks.classification import classification_metrics
+    from sah.tasks.mortality.module import classification_metrics
 
     summary: dict[str, float] = {"val/threshold": threshold}
     for split, preds in sets.items():
@@ -219,7 +219,7 @@ def summarise(sets: dict, threshold: float) -> dict[str, float]:
 def write_reports(
     cfg: DictConfig, sets: dict, threshold: float, out_dir: Path, title: str
 ) -> list[Path]:
-    from sah.tasks.classification_report import (
+    from sah.tasks.mortality.report import (
         save_calibration_figure,
         save_roc_figure,
         write_predictions,

@@ -48,7 +48,7 @@ class Segmenter:
 
     def probabilities(self, ct: CTVolume, flip_tta: bool = False) -> np.ndarray:
         """Blood probability per voxel of the scan's grid, averaged over the fold models."""
-        from sah.tasks.evaluate import predict_probabilities
+        from sah.tasks.segmentation.evaluate import predict_probabilities
 
         return np.mean([predict_probabilities(n, ct, self.spec, flip_tta) for n in self.nets], 0)
 

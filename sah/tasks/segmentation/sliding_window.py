@@ -18,7 +18,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from sah.errors import ConfigError
-from sah.tasks.losses import foreground_probability
+from sah.tasks.segmentation.losses import foreground_probability
 
 
 @dataclass(frozen=True)

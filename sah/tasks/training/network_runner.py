@@ -44,7 +44,7 @@ class NetworkRunner(TaskRunner):
     def fit_and_select(self, trainer: Any, callbacks: list, checkpoint: str | None) -> None:
         """Train when there is something to train, then load the checkpoint the selection set
         chose (a DDP rank other than 0 stops after training); else score the net as it is."""
-        from sah.tasks.pruning import raise_if_pruned
+        from sah.tasks.training.pruning import raise_if_pruned
 
         if self.trainable_params() == 0 or not (self.cfg.trainer.max_epochs or 0) > 0:
             log.info(

@@ -21,8 +21,8 @@ from sah.data.preprocess.geometry import center_crop_or_pad_xy, resampled_shape
 from sah.data.preprocess.intensity import apply_window
 from sah.data.readers.ct import CTVolume
 from sah.metrics import segmentation_metrics
-from sah.tasks.segmentation import predict_slices
-from sah.tasks.sliding_window import SlidingWindow
+from sah.tasks.segmentation.module import predict_slices
+from sah.tasks.segmentation.sliding_window import SlidingWindow
 
 # A 2D net sees scans whose in-plane spacing is within 10 % of its training pixel size as they
 # are; others are resampled to that pixel size and the probabilities mapped back.

@@ -5,7 +5,7 @@ Protocol (each step is what a reader of the logged numbers needs to know):
 
 - Folds: ``RepeatedStratifiedKFold(n_splits, n_repeats, random_state=seed)``, stratified on the
   binary target. The model and the standard model see exactly the same folds.
-- Per fold, each pipeline (impute -> scale -> classifier, ``sah.tasks.tabular_models``) is
+- Per fold, each pipeline (impute -> scale -> classifier, ``sah.tasks.outcome.estimators``) is
   fitted on the training patients only and predicts the held-out ones. ``test/auc`` is the mean
   ROC AUC over all ``n_splits x n_repeats`` held-out folds, ``test/auc_sd`` their SD. Held-out
   numbers are reported only, never returned to a sweeper.

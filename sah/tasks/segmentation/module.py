@@ -12,9 +12,9 @@ from torch import nn
 
 from sah.errors import ConfigError
 from sah.metrics import dice
-from sah.tasks.losses import foreground_probability, get_loss
-from sah.tasks.lr_schedules import check_schedule, lr_factor
-from sah.tasks.sliding_window import sliding_window_from
+from sah.tasks.segmentation.losses import foreground_probability, get_loss
+from sah.tasks.segmentation.lr_schedules import check_schedule, lr_factor
+from sah.tasks.segmentation.sliding_window import sliding_window_from
 
 
 @torch.no_grad()
@@ -32,10 +32,11 @@ class SegmentationTask(L.LightningModule):
 
     The net arrives ready: pre-trained weights loaded and adapters injected by the caller, so
     the optimiser simply takes whatever still requires grad. It may give one logit (sigmoid) or
-    two channels (softmax); losses and probabilities handle both (``sah.tasks.losses``).
+    two channels (softmax); losses and probabilities handle both
+    (``sah.tasks.segmentation.losses``).
     Validation batches say which kind they are: a stack of slices (z, 1, H, W) is predicted
     slice by slice, a volume (1, 1, x, y, z) by sliding windows of ``roi_size`` with Gaussian
-    blending (``sah.tasks.sliding_window``), mirrored along ``tta_flip_axes`` if given.
+    blending (``sah.tasks.segmentation.sliding_window``), mirrored along ``tta_flip_axes`` if given.
     """
 
     def __init__(

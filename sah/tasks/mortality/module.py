@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from sah.errors import ConfigError
 from sah.metrics import binary_classification_metrics
 from sah.models.groups import GroupedModel, group_parameter_names
-from sah.tasks.focal_loss import focal_loss
+from sah.tasks.mortality.focal_loss import focal_loss
 
 log = logging.getLogger(__name__)
 

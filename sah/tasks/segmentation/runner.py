@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sah.data.modules.protocol import SegmentationData, patient_sets
 from sah.errors import ConfigError
 from sah.tasks.driver import Evaluation
-from sah.tasks.network_runner import (
+from sah.tasks.training.network_runner import (
     NetworkRunner,
     adapter_config,
     adapter_params,
@@ -47,9 +47,9 @@ class SegmentationRunner(NetworkRunner):
     datamodule: SegmentationData
 
     def prepare(self) -> None:
-        from sah.tasks.ddp_ranks import is_worker_rank
-        from sah.tasks.output_prior import set_output_prior
-        from sah.tasks.transfer import prepare_network
+        from sah.tasks.segmentation.output_prior import set_output_prior
+        from sah.tasks.training.ddp_ranks import is_worker_rank
+        from sah.tasks.training.network_setup import prepare_network
 
         cfg = self.cfg
         self.is_worker = is_worker_rank()
@@ -99,10 +99,10 @@ class SegmentationRunner(NetworkRunner):
 
     def fit(self, run_id: str | None, checkpoint: str | None) -> None:
 
-        from sah.tasks.ddp_ranks import ddp_ranks
-        from sah.tasks.inference import InferenceSpecCallback
-        from sah.tasks.pruning import trial_callbacks
-        from sah.tasks.transfer import ReattachNorms
+        from sah.tasks.segmentation.inference import InferenceSpecCallback
+        from sah.tasks.training.ddp_ranks import ddp_ranks
+        from sah.tasks.training.network_setup import ReattachNorms
+        from sah.tasks.training.pruning import trial_callbacks
 
         cfg = self.cfg
         logger: Any = False
@@ -122,8 +122,8 @@ class SegmentationRunner(NetworkRunner):
             self.fit_and_select(self.trainer, callbacks, checkpoint)
 
     def evaluate(self) -> Evaluation:
-        from sah.tasks.evaluate import write_rows
-        from sah.tasks.overlay import save_overlays
+        from sah.tasks.segmentation.evaluate import write_rows
+        from sah.tasks.segmentation.overlay import save_overlays
 
         dm = self.datamodule
         device = self.trainer.strategy.root_device
@@ -158,7 +158,7 @@ class SegmentationRunner(NetworkRunner):
 
     def score(self, name: str, device: torch.device) -> tuple[list[dict[str, Any]], list, Any]:
         """Per-patient rows of set ``name`` (val or test), overlay panels, display window."""
-        from sah.tasks.evaluate import evaluate_patients
+        from sah.tasks.segmentation.evaluate import evaluate_patients
 
         dm = self.datamodule
         cases = dm.val_cases if name == "val" else dm.test_cases
@@ -210,8 +210,8 @@ def evaluate_3d(
 ) -> tuple[list[dict[str, Any]], list[tuple], tuple[float, float]]:
     """Per-patient rows on whole preprocessed volumes, overlay panels for the first four, and a
     display window for their normalised intensities."""
-    from sah.tasks.evaluate import evaluate_volumes
-    from sah.tasks.overlay import intensity_window
+    from sah.tasks.segmentation.evaluate import evaluate_volumes
+    from sah.tasks.segmentation.overlay import intensity_window
 
     net = module.net.to(device)
     rows, masks = evaluate_volumes(net, cases, module.sliding_window, module.threshold)

@@ -85,7 +85,7 @@ def make_estimator(spec: TabularModelSpec, seed: int) -> BaseEstimator:
             # Platt scaling fitted on internal CV predictions (what SVC(probability=True) did).
             svc = SVC(random_state=seed, **params)
             return CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False)
-        from sah.tasks.tabular_mlp import LightningMLPClassifier
+        from sah.tasks.outcome.mlp import LightningMLPClassifier
 
         return LightningMLPClassifier(seed=seed, **params)
     except TypeError as err:

@@ -6,8 +6,8 @@ conf/task/outcome.yaml only, at ``task.estimator``): no other task can compose o
 has no network (``model`` is null; a ``model=...`` given anyway is refused with one line). Sweep
 ``-m estimator='glob(*)'``. MLflow keeps the spelling of the runs from before the group existed:
 tag and param ``model`` and the run name say ``tab_<estimator>``. ``val/auc`` comes from an
-inner CV inside each fold's training patients (``sah.tasks.outcome``): a sweeper never sees a
-held-out patient.
+inner CV inside each fold's training patients (``sah.tasks.outcome.cross_validation``): a
+sweeper never sees a held-out patient.
 """
 
 from __future__ import annotations
@@ -22,16 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sah.errors import ConfigError, DataError
 from sah.tasks.driver import Evaluation, TaskRunner
-from sah.tasks.emr_features import (
-    TARGETS,
-    FeatureSpec,
-    binary_target,
-    build_features,
-    check_patient_ids,
-    merge_image_features,
-    static_features,
-)
-from sah.tasks.outcome import (
+from sah.tasks.outcome.cross_validation import (
     ComparisonSettings,
     CVSettings,
     ImportanceSettings,
@@ -40,8 +31,17 @@ from sah.tasks.outcome import (
     cross_validate_outcome,
     write_tables,
 )
-from sah.tasks.outcome_plots import save_importance_figure, save_roc_figure
-from sah.tasks.tabular_models import TabularModelSpec, make_pipeline
+from sah.tasks.outcome.estimators import TabularModelSpec, make_pipeline
+from sah.tasks.outcome.features import (
+    TARGETS,
+    FeatureSpec,
+    binary_target,
+    build_features,
+    check_patient_ids,
+    merge_image_features,
+    static_features,
+)
+from sah.tasks.outcome.plots import save_importance_figure, save_roc_figure
 
 log = logging.getLogger("sah.train")
 

@@ -1,0 +1,1 @@
+"""task=segmentation: 2D and 3D blood segmentation (studies 1 and 2)."""
