@@ -110,7 +110,7 @@ def test_features_are_named_per_variable_and_summary(cohort: pd.DataFrame) -> No
 
 def test_missing_column_is_named(cohort: pd.DataFrame) -> None:
     spec = FeatureSpec(STATIC, tuple(LAB_UNITS))
-    with pytest.raises(DataError, match=r"t\.csv: missing column\(s\) 'wbc_d2'"):
+    with pytest.raises(DataError, match=r"t\.csv: lacks column\(s\) 'wbc_d2'"):
         build_features(cohort.drop(columns="wbc_d2"), spec, "t.csv")
     with pytest.raises(DataError, match="'wfns'"):
         static_features(cohort.drop(columns="wfns"), ["wfns", "age"], "t.csv")
@@ -328,7 +328,7 @@ def test_user_table_with_image_features_and_other_target(store: Path, cohort) ->
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda t: t.drop(columns="glucose_d3"), r"missing column\(s\) 'glucose_d3'"),
+        (lambda t: t.drop(columns="glucose_d3"), r"lacks column\(s\) 'glucose_d3'"),
         (lambda t: t.astype({"crp_d2": object}).assign(crp_d2="high"), "'crp_d2' has non-numeric"),
         (lambda t: t.assign(dci=0), "all 120 patients .* dci=0"),
         (lambda t: t.assign(dci=(t.index < 2).astype(int)), "2 events .* 3-fold CV needs"),

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from sah.data.cohorts.manifest import write_manifest
+from sah.data.cohorts.manifest import require_columns, write_manifest
 from sah.data.readers.ct import read_nifti
 from sah.errors import ConfigError, DataError
 
@@ -258,13 +258,9 @@ def _ct_ich_types(csv: Path, expected: str) -> dict[int | None, dict[str, int]]:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataError(csv, f"is not a readable CSV: {error}", "download it again") from error
     needed = ["PatientNumber", *CT_ICH_TYPES]
-    missing = [c for c in needed if c not in slices.columns]
-    if missing:
-        raise DataError(
-            csv,
-            f"lacks column(s) {', '.join(missing)}",
-            "use the hemorrhage_diagnosis_raw_ct.csv of the PhysioNet release",
-        )
+    require_columns(
+        slices, needed, csv, "use the hemorrhage_diagnosis_raw_ct.csv of the PhysioNet release"
+    )
     per_patient = slices.groupby("PatientNumber")[list(CT_ICH_TYPES)].max()
     return {
         int(patient): {CT_ICH_TYPES[c]: int(row[c] > 0) for c in CT_ICH_TYPES}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +20,22 @@ from sah.errors import DataError
 REQUIRED_COLUMNS = ("patient_id", "image")
 PATH_COLUMNS = ("image", "label")
 TEXT_COLUMNS = ("patient_id", "image", "label", "site")
+
+
+def require_columns(
+    table: pd.DataFrame, columns: Sequence[str], source: str | Path, fix: str = ""
+) -> None:
+    """DataError naming ``source``, every column of ``columns`` it lacks and those it has."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(
+            source, f"lacks column(s) {_listed(missing)} (found: {_listed(table.columns)})", fix
+        )
+
+
+def _listed(names: Sequence[object], most: int = 10) -> str:
+    shown = ", ".join(repr(str(n)) for n in list(names)[:most])
+    return shown + (" ..." if len(names) > most else "")
 
 
 def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:
@@ -32,13 +48,7 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
     """
     path = Path(path).expanduser()
     table = _read_csv(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataError(
-            path,
-            f"lacks required column(s) {', '.join(missing)} (found: {', '.join(table.columns)})",
-            "add a header row with at least patient_id,image",
-        )
+    require_columns(table, REQUIRED_COLUMNS, path, "add a header row with patient_id,image")
     for column in REQUIRED_COLUMNS:
         blank = table[column].isna() | (table[column].astype(str).str.strip() == "")
         if blank.any():
@@ -76,9 +86,7 @@ def write_manifest(df: pd.DataFrame, path: str | Path, *, overwrite: bool = Fals
     rewriting identical content is a no-op.
     """
     path = Path(path).expanduser().absolute()
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(path, f"cannot write a manifest without column(s) {', '.join(missing)}", "")
+    require_columns(df, REQUIRED_COLUMNS, path, "a manifest needs patient_id and image")
     table = df.copy()
     for column in PATH_COLUMNS:
         if column in table.columns:

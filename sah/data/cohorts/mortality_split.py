@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sah.data.cohorts.folds import split_with_selection
+from sah.data.cohorts.manifest import require_columns
 from sah.errors import ConfigError, DataError
 
 TEST_SEED_SALT = 0x7E57  # the test hold-out draws from its own stream, independent of the folds
@@ -81,14 +82,12 @@ def _read_outcome_table(path: Path, outcome: str) -> pd.DataFrame:
         table = pd.read_csv(path, dtype={"patient_id": str})
     except (ValueError, UnicodeDecodeError) as error:
         raise DataError(path, f"is not a readable CSV ({error})") from error
-    missing = [c for c in ("patient_id", outcome) if c not in table.columns]
-    if missing:
-        raise DataError(
-            path,
-            f"has no column {' or '.join(repr(c) for c in missing)} "
-            f"(columns: {', '.join(map(str, table.columns))})",
-            "set data.outcome to one of its columns, or add the column",
-        )
+    require_columns(
+        table,
+        ("patient_id", outcome),
+        path,
+        "set data.outcome to one of its columns, or add the column",
+    )
     if table["patient_id"].duplicated().any():
         dup = table.loc[table["patient_id"].duplicated(), "patient_id"].iloc[0]
         raise DataError(path, f"patient_id {dup!r} appears more than once")

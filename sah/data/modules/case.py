@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 
+from sah.data.cohorts.folds import FoldSplit
 from sah.errors import ConfigError, DataError, SahError
 
 log = logging.getLogger(__name__)
@@ -94,3 +96,17 @@ def load_labelled_cases(
     if not cases:
         raise ConfigError("data.manifest", f"no usable patient in {manifest}")
     return cases, skipped
+
+
+class FoldCases(L.LightningDataModule):
+    """A segmentation data module's sets of one fold, empty until ``setup`` fills them from
+    the manifest and the fold split (``TaskData`` in ``protocol.py`` says what each holds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: list[str] = []
+        self.split: FoldSplit | None = None
+        self.train_cases: list[Case] = []
+        self.val_cases: list[Case] = []
+        self.test_cases: list[Case] = []
+        self.external_cases: list[Case] = []

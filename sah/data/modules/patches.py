@@ -22,19 +22,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sah.data.cohorts.folds import (
-    FoldSplit,
     check_selection_fraction,
     read_folds_file,
     site_split,
     split_with_selection,
 )
-from sah.data.modules.case import Case, Spacing, load_labelled_cases
+from sah.data.modules.case import Case, FoldCases, Spacing, load_labelled_cases
 from sah.data.preprocess.pipelines import Preprocess, build_preprocess
 from sah.data.preprocess.sampling import PosNegPatchSampler
 from sah.errors import ConfigError
@@ -142,7 +140,7 @@ def collate_volume(batch: list[dict[str, object]]) -> dict[str, object]:
     return item
 
 
-class PatchDataModule(L.LightningDataModule):
+class PatchDataModule(FoldCases):
     """Patients of one fold for a 3D net: random patches to train on, whole volumes to score.
 
     After ``setup``: ``train_cases``; ``val_cases`` (the selection set, validated every epoch
@@ -191,12 +189,6 @@ class PatchDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.on_error = on_error
         self.cache_dir = cache_dir
-        self.skipped: list[str] = []
-        self.split: FoldSplit | None = None
-        self.train_cases: list[Case] = []
-        self.val_cases: list[Case] = []
-        self.test_cases: list[Case] = []
-        self.external_cases: list[Case] = []
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_cases:

@@ -12,18 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from sah.data.cohorts.folds import (
-    FoldSplit,
     check_selection_fraction,
     read_folds_file,
     split_with_selection,
 )
-from sah.data.modules.case import Case, Spacing, load_labelled_cases
+from sah.data.modules.case import Case, FoldCases, Spacing, load_labelled_cases
 from sah.data.preprocess.geometry import center_crop_or_pad_xy
 from sah.data.preprocess.intensity import apply_window
 from sah.metrics.aggregate import volume_bin
@@ -143,7 +141,7 @@ def load_patients(manifest: str | Path, on_error: str = "raise") -> tuple[list[C
     return load_labelled_cases(manifest, on_error, load)
 
 
-class SliceDataModule(L.LightningDataModule):
+class SliceDataModule(FoldCases):
     """Patients of one fold: training slices drawn balanced; the selection set (``val``, carved
     from the training patients) and the outer fold (``test``) as whole patients.
 
@@ -190,12 +188,6 @@ class SliceDataModule(L.LightningDataModule):
         self.on_error = on_error
         self.selection_fraction = check_selection_fraction(selection_fraction)
         self.folds_file = folds_file
-        self.skipped: list[str] = []
-        self.split: FoldSplit | None = None
-        self.train_cases: list[Case] = []
-        self.val_cases: list[Case] = []
-        self.test_cases: list[Case] = []
-        self.external_cases: list[Case] = []
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_cases:

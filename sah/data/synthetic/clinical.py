@@ -93,6 +93,7 @@ import numpy as np
 import pandas as pd
 
 from sah.data.cache import atomic_file, commit_file
+from sah.data.cohorts.manifest import require_columns
 from sah.data.synthetic.bleeds_sah import target_volume_ml
 from sah.data.synthetic.findings import IVH_MIN_ML, THICK_CLOT_MM
 from sah.errors import DataError
@@ -210,13 +211,12 @@ def _lab(name: str, values: np.ndarray) -> np.ndarray:
 
 
 def _validated_findings(findings: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in ("patient_id", *FINDINGS_COLUMNS) if c not in findings.columns]
-    if missing:
-        raise DataError(
-            "findings",
-            f"missing column(s) {missing}",
-            f"the findings table needs patient_id and {list(FINDINGS_COLUMNS)}",
-        )
+    require_columns(
+        findings,
+        ("patient_id", *FINDINGS_COLUMNS),
+        "findings",
+        f"the findings table needs patient_id and {list(FINDINGS_COLUMNS)}",
+    )
     if findings["patient_id"].duplicated().any():
         dup = findings.loc[findings["patient_id"].duplicated(), "patient_id"].iloc[0]
         raise DataError("findings", f"patient_id {dup!r} appears more than once")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sah.data.cohorts.manifest import require_columns as require_table_columns
 from sah.errors import ConfigError, DataError
 
 SUMMARIES = ("min", "max", "mean", "sd", "slope")
@@ -80,15 +81,12 @@ class FeatureSpec:
 
 def require_columns(table: pd.DataFrame, columns: Sequence[str], source: str | Path) -> None:
     """DataError naming every missing column (and the config key that asked for it)."""
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        shown = ", ".join(repr(c) for c in missing[:8]) + (" ..." if len(missing) > 8 else "")
-        raise DataError(
-            source,
-            f"missing column(s) {shown}",
-            "add them to the table, or drop the variable from task.features / "
-            "task.standard.features",
-        )
+    require_table_columns(
+        table,
+        columns,
+        source,
+        "add them to the table, or drop the variable from task.features / task.standard.features",
+    )
 
 
 def numeric_column(table: pd.DataFrame, column: str, source: str | Path) -> pd.Series:

@@ -151,7 +151,7 @@ class OutcomeRunner(TaskRunner):
 
 def estimator_options() -> list[str]:
     """The options of the estimator group (conf/estimator/*.yaml)."""
-    conf = Path(__file__).resolve().parents[2] / "conf" / "estimator"
+    conf = Path(__file__).resolve().parents[3] / "conf" / "estimator"
     return sorted(p.stem for p in conf.glob("*.yaml"))
 
 

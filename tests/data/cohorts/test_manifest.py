@@ -71,7 +71,8 @@ def test_missing_columns_are_named_with_the_file(tmp_path):
     with pytest.raises(DataError) as caught:
         read_manifest(manifest)
     assert caught.value.path == manifest
-    assert "patient_id, image" in str(caught.value) and "found: id, scan" in str(caught.value)
+    message = str(caught.value)
+    assert "lacks column(s) 'patient_id', 'image'" in message and "found: 'id', 'scan'" in message
 
 
 def test_duplicate_patients_are_named(cohort):
