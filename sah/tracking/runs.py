@@ -27,12 +27,16 @@ log = logging.getLogger("sah.train")
 # that differ only in these are the same configuration.
 _PLACEMENT_ROOTS = ("fold", "seed", "paths", "tracking", "optuna", "hydra", "resume")
 _PLACEMENT_LEAVES = ("fold", "split_seed", "seed", "cache_dir", "cache_root", "dirpath", "root")
+# Keys naming code by its import path: only the class name counts, so moving a module does not
+# make its runs a new configuration.
+_CODE_KEYS = ("_target_", "runner")
 
 
 def config_id(resolved: Mapping[str, Any]) -> str:
     """12 hex digits naming a configuration: the resolved config without fold, seed and the
-    path and tracking keys. Folds and repeats of one configuration share it; runs that differ
-    in anything trained (lr, alpha, init, epochs, ...) do not."""
+    path and tracking keys, classes by name rather than module path. Folds and repeats of one
+    configuration share it; runs that differ in anything trained (lr, alpha, init, epochs, ...)
+    do not."""
     kept = _without_placement(resolved, top=True)
     text = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -42,7 +46,9 @@ def _without_placement(tree: Any, top: bool = False) -> Any:
     if isinstance(tree, Mapping):
         drop = _PLACEMENT_ROOTS if top else _PLACEMENT_LEAVES
         return {
-            str(k): _without_placement(v)
+            str(k): v.rsplit(".", 1)[-1]
+            if str(k) in _CODE_KEYS and isinstance(v, str)
+            else _without_placement(v)
             for k, v in tree.items()
             if str(k) not in drop and not str(k).endswith("_dir")
         }
