@@ -30,3 +30,12 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110, tight: bool = True) 
     fig.savefig(out, dpi=dpi)
     pyplot().close(fig)
     return out
+
+
+def unit_square(ax: Any, xlabel: str, ylabel: str, title: str, legend: str | None) -> None:
+    """Finish an ROC or calibration panel: the grey diagonal (chance, or perfect calibration),
+    labels, both axes over [0, 1] with a small margin, the legend at ``legend`` if given."""
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+    if legend is not None:
+        ax.legend(loc=legend, fontsize=8)

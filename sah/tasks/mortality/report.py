@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from sah.errors import ConfigError
-from sah.figures import pyplot, save_figure
+from sah.figures import pyplot, save_figure, unit_square
 from sah.metrics import calibration_bins, roc_auc, roc_curve_points
 
 
@@ -78,15 +78,13 @@ def save_roc_figure(
         predicted = preds.prob >= threshold
         positives = preds.y.astype(bool)
         ax.plot(np.mean(predicted[~positives]), np.mean(predicted[positives]), "o", color=colour)
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    ax.set(
-        xlabel="1 - specificity",
-        ylabel="sensitivity",
-        title=f"{title}\n(dots: threshold {threshold:.2f})",
-        xlim=(-0.02, 1.02),
-        ylim=(-0.02, 1.02),
+    unit_square(
+        ax,
+        "1 - specificity",
+        "sensitivity",
+        f"{title}\n(dots: threshold {threshold:.2f})",
+        legend="lower right",
     )
-    ax.legend(loc="lower right", fontsize=8)
     return save_figure(fig, path)
 
 
@@ -111,13 +109,7 @@ def save_calibration_figure(
             color=COLOURS.get(split),
             label=f"{split} (n={len(preds.y)})",
         )
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    ax.set(
-        xlabel="mean predicted probability",
-        ylabel="observed fraction",
-        title=f"{title}: calibration",
-        xlim=(-0.02, 1.02),
-        ylim=(-0.02, 1.02),
+    unit_square(
+        ax, "mean predicted probability", "observed fraction", f"{title}: calibration", "upper left"
     )
-    ax.legend(loc="upper left", fontsize=8)
     return save_figure(fig, path)

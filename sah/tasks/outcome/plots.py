@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sah.figures import pyplot, save_figure
+from sah.figures import pyplot, save_figure, unit_square
 from sah.metrics import calibration_bins, roc_auc, roc_curve_points
 
 
@@ -34,11 +34,8 @@ def save_roc_figure(
             predictions["y"], predictions[column], n_bins=8, strategy="quantile"
         )
         cal_ax.plot(bins["mean_predicted"], bins["observed_fraction"], "o", color=colour, ls=style)
-    roc_ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    roc_ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"{target}: held-out ROC")
-    roc_ax.legend(loc="lower right", fontsize=8)
-    cal_ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    cal_ax.set(xlabel="mean predicted probability", ylabel="observed fraction", title="calibration")
+    unit_square(roc_ax, "1 - specificity", "sensitivity", f"{target}: held-out ROC", "lower right")
+    unit_square(cal_ax, "mean predicted probability", "observed fraction", "calibration", None)
     return save_figure(fig, path)
 
 
