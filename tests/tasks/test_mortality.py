@@ -178,7 +178,7 @@ def test_outcome_table_without_the_column_names_it(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, None)
     table = tmp_path / "clinical.csv"
     pd.DataFrame({"patient_id": [f"p{i}" for i in range(6)], "dci": 0}).to_csv(table, index=False)
-    with pytest.raises(DataError, match=r"clinical\.csv.*no column 'mortality_3m'"):
+    with pytest.raises(DataError, match=r"clinical\.csv.*lacks column\(s\) 'mortality_3m'"):
         read_outcome_cohort(manifest, "mortality_3m", table)
 
 
