@@ -57,6 +57,9 @@ def one_line(err: BaseException) -> str:
         available = ", ".join(options) if options else "see conf/" + group
         hint = did_you_mean(option, options)
         return f"config group '{group}' has no option '{option}'{hint}; available: {available}"
+    not_composed = re.search(r"Could not override '([^']+)'\. No match in the defaults list", text)
+    if not_composed:
+        return group_not_composed(not_composed.group(1))
     if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
         unknown = re.search(r"Key '[^']+' (is )?not in", text)
         if unknown and getattr(err, "parent_node", None) is not None:
@@ -65,6 +68,20 @@ def one_line(err: BaseException) -> str:
         return f"config key '{err.full_key}': {message}"
     text = re.sub(r",? ?set env var HYDRA_FULL_ERROR=1 to see chained exception\.?", "", text)
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def group_not_composed(group: str) -> str:
+    """A group this config does not compose: the tasks whose YAML does (``estimator`` is
+    task=outcome's alone), rather than Hydra's hint to force it in with ``+``."""
+    tasks = sorted(
+        path.stem
+        for path in (Path(CONFIG_DIR) / "task").glob("*.yaml")
+        if re.search(rf"^\s*-\s*/{re.escape(group)}(@\S+)?\s*:", path.read_text(), re.M)
+    )
+    if not tasks:
+        return f"config group '{group}' is not part of this config; drop {group}=..."
+    takers = " or ".join(f"task={t}" for t in tasks)
+    return f"config group '{group}' belongs to {takers}: add task={tasks[0]}, or drop {group}=..."
 
 
 def did_you_mean(typed: str, known: list[str]) -> str:

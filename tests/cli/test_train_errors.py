@@ -57,8 +57,13 @@ def test_config_errors_name_the_key(override: str, named: str, tmp_path: Path) -
             "bottleneck, decoder, head; did you mean 'decoder'?)",
         ),
         (["adapter=full", "adapter.rank=-1"], "adapter.rank: must be a positive integer, got -1"),
+        (
+            ["estimator=gbm"],
+            "config group 'estimator' belongs to task=outcome: add task=outcome, "
+            "or drop estimator=...",
+        ),
     ],
-    ids=["key", "option", "target", "full-rank"],
+    ids=["key", "option", "target", "full-rank", "group-of-another-task"],
 )
 def test_mistakes_name_what_the_user_typed_and_the_nearest_name(
     overrides: list[str], expected: str, tmp_path: Path
