@@ -23,17 +23,7 @@ from pathlib import Path
 
 SAH_TRAIN = [sys.executable, "-m", "sah.cli.train"]
 EXPERIMENT = "sah-segmentation"
-TINY = [
-    "data.manifest.config.n_patients=6",
-    "trainer.max_epochs=1",
-    "data.slices_per_epoch=16",
-    "data.batch_size=8",
-    "data.slice_size=64",
-    "model.channels=[4,8]",
-    "model.strides=[2]",
-    "callbacks.progress=null",
-    "adapter=lora_c",
-]
+TINY = ["experiment=tiny"]  # conf/experiment/tiny.yaml, as the sweep tests run it
 COMMAND_TIMEOUT_S = 600
 
 
